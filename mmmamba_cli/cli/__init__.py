@@ -1,0 +1,1 @@
+"""The `mmmamba` command line: thin Typer commands over the library."""

@@ -1,0 +1,55 @@
+"""Entry point: `mmmamba <command>`; known errors become one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .common import debug, err_console
+
+app = typer.Typer(name="mmmamba", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Distil decoder-only (multimodal) Transformers into Mamba-2 and hybrid models.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"mmmamba {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Show the version and exit.")) -> None:
+    """Distil decoder-only (multimodal) Transformers into Mamba-2 and hybrid models."""
+
+
+def _register() -> None:
+    from . import seed as seed_cmd
+
+    app.command("seed")(seed_cmd.seed)
+    for module, name in (("distill", "distill"), ("hybridize", "hybridize"), ("evaluate", "eval"),
+                         ("bench", "bench"), ("demo", "demo"), ("generate", "generate"), ("info", "info")):
+        try:
+            mod = __import__(f"mmmamba_cli.cli.{module}", fromlist=["command"])
+        except ModuleNotFoundError as e:
+            if e.name != f"mmmamba_cli.cli.{module}":
+                raise
+            continue
+        app.command(name)(mod.command)
+
+
+_register()
+
+
+def main() -> None:
+    from ..errors import UserError
+
+    try:
+        app(standalone_mode=True)
+    except UserError as e:
+        if debug():
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,135 @@
+"""Atomic output directories and (sharded) safetensors reading/writing."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+try:
+    from safetensors import SafetensorError as SafetensorsError
+except ImportError:  # older safetensors
+    SafetensorsError = Exception
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+DEFAULT_SHARD_BYTES = 2 * 1024 ** 3
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"output directory {out} already exists (use --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path, force: bool = False):
+    """Yield a temporary directory next to ``out``; on success it replaces ``out`` at once.
+
+    On any error the temporary directory is removed and an existing ``out`` is untouched.
+    """
+    out = Path(out)
+    check_output_dir(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def save_safetensors(sd: dict[str, torch.Tensor], directory: Path, shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[str]:
+    """Write ``model.safetensors`` or HF-style shards plus an index past ``shard_bytes``."""
+    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    total = sum(t.numel() * t.element_size() for t in sd.values())
+    if total <= shard_bytes:
+        save_file(sd, str(directory / SINGLE), metadata={"format": "pt"})
+        return [SINGLE]
+    shards, cur, size = [], {}, 0
+    for k, t in sd.items():
+        n = t.numel() * t.element_size()
+        if cur and size + n > shard_bytes:
+            shards.append(cur)
+            cur, size = {}, 0
+        cur[k], size = t, size + n
+    shards.append(cur)
+    names, weight_map = [], {}
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(directory / name), metadata={"format": "pt"})
+        names.append(name)
+        weight_map.update({k: name for k in shard})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return names + [INDEX]
+
+
+def _load_st(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_state_dir(directory: Path) -> dict[str, torch.Tensor]:
+    """State dict of a directory holding an index + shards or a single model.safetensors."""
+    directory = Path(directory)
+    if (directory / INDEX).exists():
+        try:
+            index = json.loads((directory / INDEX).read_text())
+            weight_map = index["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(f"{directory / INDEX} is not a valid safetensors index ({e})") from None
+        sd = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (directory / shard).exists():
+                raise UserError(f"missing shard {shard} listed in {directory / INDEX}")
+            part = _load_st(directory / shard)
+            sd.update({k: v for k, v in part.items() if weight_map.get(k) == shard})
+        missing = sorted(set(weight_map) - set(sd))
+        if missing:
+            raise UserError(f"tensor(s) listed in the index but absent from their shard: {', '.join(missing[:5])}")
+        return sd
+    if (directory / SINGLE).exists():
+        return _load_st(directory / SINGLE)
+    raise UserError(f"{directory} has no {INDEX} or {SINGLE}")
+
+
+def read_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """A single .safetensors / .pt / .ckpt / .bin state dict (nested 'state_dict'/'model' unwrapped)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _load_st(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        raise UserError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

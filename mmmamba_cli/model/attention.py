@@ -1,0 +1,86 @@
+"""Grouped-query softmax attention with RoPE and a KV cache (the teacher's mixer)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import KVState
+from .config import LayerShape
+
+
+class Attention(nn.Module):
+    impl = "sdpa"  # sdpa | eager (grouped KV materialised, fp32 softmax: the paper's teacher)
+
+    def __init__(self, hidden: int, shape: LayerShape):
+        super().__init__()
+        self.shape = shape
+        h, hkv, d, bias = shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.attention_bias
+        self.q_proj = nn.Linear(hidden, h * d, bias=bias)
+        self.k_proj = nn.Linear(hidden, hkv * d, bias=bias)
+        self.v_proj = nn.Linear(hidden, hkv * d, bias=bias)
+        self.o_proj = nn.Linear(h * d, hidden, bias=bias)
+
+    def forward(self, u, cos, sin, key_mask=None, state: KVState | None = None) -> torch.Tensor:
+        return self.o_proj(self.core(u, cos, sin, key_mask, state))
+
+    def core(self, u, cos, sin, key_mask=None, state: KVState | None = None) -> torch.Tensor:
+        """Per-head attention output before o_proj: (b, l, h*d).
+
+        key_mask (b, kv_len) bool marks real keys (None: all real).
+        """
+        from .layers import apply_rope
+
+        b, l, _ = u.shape
+        s = self.shape
+        q = self.q_proj(u).view(b, l, s.num_heads, s.head_dim)
+        k = self.k_proj(u).view(b, l, s.num_kv_heads, s.head_dim)
+        v = self.v_proj(u).view(b, l, s.num_kv_heads, s.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, heads, l, d)
+        if state is not None:
+            k, v = state.append(k, v)  # (b, hkv, kv_len, d)
+        y = attend(q, k, v, key_mask, s.groups, self.impl)  # (b, h, l, d)
+        return y.transpose(1, 2).reshape(b, l, s.num_heads * s.head_dim)
+
+
+def _mask(q_len: int, kv_len: int, key_mask, device) -> torch.Tensor | None:
+    """Boolean (b|1, 1, q_len, kv_len) mask, True = attend; queries are the last q_len positions."""
+    causal = None
+    if q_len > 1:
+        qi = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+        causal = (torch.arange(kv_len, device=device)[None, :] <= qi)[None, None]  # (1, 1, q, kv)
+    if key_mask is None:
+        return causal
+    km = key_mask[:, None, None, :]  # (b, 1, 1, kv)
+    m = km if causal is None else (km & causal)
+    # a fully masked row (a pad query) would give NaN: let it see itself
+    eye = torch.zeros_like(m)
+    eye[..., torch.arange(q_len), torch.arange(kv_len - q_len, kv_len)] = True
+    return m | eye
+
+
+def attend(q, k, v, key_mask, groups: int, impl: str = "sdpa") -> torch.Tensor:
+    """q (b, h, lq, d); k, v (b, hkv, lk, d) -> (b, h, lq, d)."""
+    lq, lk = q.shape[2], k.shape[2]
+    if impl == "eager":
+        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (b, h, lq, lk)
+        m = _mask(lq, lk, key_mask, q.device)
+        if m is not None:
+            scores = scores.masked_fill(~m, float("-inf"))
+        return scores.softmax(-1).to(v.dtype) @ v
+    if key_mask is None and lq == lk:
+        return _sdpa(q, k, v, None, groups, causal=True)
+    return _sdpa(q, k, v, _mask(lq, lk, key_mask, q.device), groups, causal=False)
+
+
+def _sdpa(q, k, v, mask, groups, causal):
+    if groups > 1:
+        try:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+        except TypeError:  # torch < 2.5
+            k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)

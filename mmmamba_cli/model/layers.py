@@ -1,0 +1,67 @@
+"""Building blocks shared by every layer type: RMSNorm, rotary embedding, SwiGLU MLP."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LayerShape
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class SwiGLU(nn.Module):
+    """InternLM2 / Llama MLP: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.w1 = nn.Linear(hidden, intermediate, bias=False)  # gate
+        self.w3 = nn.Linear(hidden, intermediate, bias=False)  # up
+        self.w2 = nn.Linear(intermediate, hidden, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def rope_inv_freq(shape: LayerShape, seq_len: int, device=None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies (d/2,) and the position scale for plain, linear or dynamic-NTK RoPE."""
+    dim, base, scale = shape.head_dim, float(shape.rope_theta), 1.0
+    scaling = shape.rope_scaling or {}
+    kind = scaling.get("type", scaling.get("rope_type"))
+    factor = float(scaling.get("factor", 1.0))
+    if kind == "linear":
+        scale = 1.0 / factor
+    elif kind == "dynamic" and seq_len > shape.max_position_embeddings:
+        ratio = factor * seq_len / shape.max_position_embeddings - (factor - 1)
+        base = base * ratio ** (dim / (dim - 2))
+    elif kind not in (None, "default", "linear", "dynamic"):
+        raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: linear, dynamic)")
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    return inv, scale
+
+
+def rope_cos_sin(shape: LayerShape, positions: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape (b, l, d) for integer positions (b, l)."""
+    inv, scale = rope_inv_freq(shape, seq_len, positions.device)
+    freqs = positions.float()[..., None] * scale * inv  # (b, l, d/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (b, l, d)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (b, l, h, d); cos/sin (b, l, d). Rotate-half convention."""
+    half = x.shape[-1] // 2
+    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    cos, sin = cos[:, :, None].to(x.dtype), sin[:, :, None].to(x.dtype)
+    return x * cos + rot * sin
