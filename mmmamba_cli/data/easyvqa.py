@@ -1,0 +1,42 @@
+"""The easy-vqa data set (64x64 images of one coloured shape, one-word answers) as InternVL records."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SPLITS = ("train", "test")
+
+
+def easyvqa_records(split: str = "train") -> list[dict]:
+    """``{"image": absolute path, "conversations": [human, gpt], "question", "answer"}`` per question."""
+    import easy_vqa
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown easy-vqa split {split!r}; choose one of: {', '.join(SPLITS)}")
+    questions, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
+    paths = getattr(easy_vqa, f"get_{split}_image_paths")()  # image id -> path
+    return [{"image": os.path.abspath(paths[image_id]),
+             "conversations": [{"from": "human", "value": "<image>\n" + question},
+                               {"from": "gpt", "value": answer}],
+             "question": question, "answer": answer}
+            for question, answer, image_id in zip(questions, answers, image_ids)]
+
+
+def write_easyvqa_jsonl(split: str, path: str | Path) -> Path:
+    """Write the split as jsonl (atomically: a temporary name, then rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for record in easyvqa_records(split):
+            f.write(json.dumps(record) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def easyvqa_answers() -> list[str]:
+    """The 13 possible answers (shapes, colours, yes/no), in the package's order."""
+    import easy_vqa
+
+    return easy_vqa.get_answers()

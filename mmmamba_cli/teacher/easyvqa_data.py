@@ -1,0 +1,84 @@
+"""easy-vqa as tensors for teacher training and fast accuracy checks.
+
+Training examples are multi-turn: one image followed by several of its questions in random
+order, every answer supervised. The image is encoded once for many questions, and the first
+turn has exactly the single-question form used at evaluation time.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import torch
+
+from ..data import IM_END, build_prompt, build_word_tokenizer, collate, easyvqa_records, encode_conversation
+from ..data.images import load_image
+from ..model.config import VisionSettings
+
+
+def easyvqa_tokenizer():
+    texts = [r["question"] + " " + r["answer"] for split in ("train", "test") for r in easyvqa_records(split)]
+    return build_word_tokenizer(texts)
+
+
+def load_images(paths: list[str], vision: VisionSettings) -> torch.Tensor:
+    """(n, 3, S, S) normalised tiles, one per image (easy-vqa images are one 64x64 tile)."""
+    return torch.cat([load_image(p, vision) for p in paths])
+
+
+class EasyVQA:
+    """One split: images as a tensor, questions grouped by image."""
+
+    def __init__(self, split: str, vision: VisionSettings, limit_images: int | None = None):
+        recs = easyvqa_records(split)
+        by_image: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for r in recs:
+            by_image[r["image"]].append((r["question"], r["answer"]))
+        self.paths = sorted(by_image)[:limit_images]
+        self.qa = [by_image[p] for p in self.paths]
+        self.pixels = load_images(self.paths, vision)
+        self.questions = [(i, q, a) for i, qa in enumerate(self.qa) for q, a in qa]
+
+
+def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
+                   rng: random.Random, augment: bool = True) -> dict:
+    items = []
+    for i in image_ids:
+        qa = list(data.qa[i])
+        rng.shuffle(qa)
+        conv = []
+        for k, (q, a) in enumerate(qa[:max_turns]):
+            conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
+        enc = encode_conversation(tokenizer, conv, [1], tokens_per_tile)
+        px = data.pixels[i:i + 1]
+        if augment:  # shapes and colours are invariant under flips and quarter turns
+            if rng.random() < 0.5:
+                px = px.flip(-1)
+            px = torch.rot90(px, rng.randrange(4), dims=(-2, -1))
+        items.append({"input_ids": enc["input_ids"], "labels": enc["labels"], "pixel_values": px})
+    return collate(items, tokenizer.pad_token_id)
+
+
+def answer_token_ids(tokenizer, answers: list[str]) -> torch.Tensor:
+    return torch.tensor([tokenizer.convert_tokens_to_ids(a) for a in answers])
+
+
+@torch.no_grad()
+def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, limit: int | None = None,
+                         batch_size: int = 256) -> float:
+    """Greedy first answer token == the answer (every easy-vqa answer is a single token)."""
+    model.eval()
+    qs = data.questions[:limit] if limit else data.questions
+    correct = 0
+    for s in range(0, len(qs), batch_size):
+        chunk = qs[s:s + batch_size]
+        items = [{"input_ids": build_prompt(tokenizer, "<image>\n" + q, [1], tokens_per_tile),
+                  "pixel_values": data.pixels[i:i + 1]} for i, q, _ in chunk]
+        b = collate(items, tokenizer.pad_token_id, padding_side="left")
+        logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"], logits_to_keep=1)[:, -1]
+        want = answer_token_ids(tokenizer, [a for _, _, a in chunk])
+        correct += int((logits.argmax(-1) == want).sum())
+    return correct / len(qs)
+
+
+__all__ = ["EasyVQA", "IM_END", "easyvqa_tokenizer", "first_token_accuracy", "training_batch"]
