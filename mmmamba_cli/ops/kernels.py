@@ -85,4 +85,8 @@ def ssd_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     n = B.shape[-1]
     dt_p = dt[..., None].expand(b, h, p)  # (b, h) -> (b, h, p), stride 0 over p
     A_pn = A.float()[:, None, None].expand(h, p, n)  # (h,) -> (h, p, n), stride 0 over p, n
-    return _load_kernels()[0].state_update(state, x, dt_p, A_pn, B, C, dt_softplus=False)
+    # mamba-ssm 2.2.6 and 2.3.2 fail when D or dt_bias is None (they unpack their strides anyway),
+    # so pass exact zeros: dt + 0 and y + 0 * x leave the result unchanged.
+    zeros_hp = A_pn.new_zeros(h, 1).expand(h, p)  # (h, p), stride 0 over p
+    return _load_kernels()[0].state_update(state, x, dt_p, A_pn, B, C, D=zeros_hp, dt_bias=zeros_hp,
+                                           dt_softplus=False)

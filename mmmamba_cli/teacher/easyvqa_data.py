@@ -63,13 +63,24 @@ def answer_token_ids(tokenizer, answers: list[str]) -> torch.Tensor:
     return torch.tensor([tokenizer.convert_tokens_to_ids(a) for a in answers])
 
 
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def question_type(answer: str) -> str:
+    return "yes/no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "color"
+
+
 @torch.no_grad()
 def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, limit: int | None = None,
-                         batch_size: int = 256) -> float:
-    """Greedy first answer token == the answer (every easy-vqa answer is a single token)."""
+                         batch_size: int = 256, by_type: dict | None = None) -> float:
+    """Greedy first answer token == the answer (every easy-vqa answer is a single token).
+
+    ``by_type``, when given, is filled with accuracy per question type (yes/no, shape, color).
+    """
     model.eval()
     qs = data.questions[:limit] if limit else data.questions
     correct = 0
+    hits: dict[str, list[int]] = {}
     for s in range(0, len(qs), batch_size):
         chunk = qs[s:s + batch_size]
         items = [{"input_ids": build_prompt(tokenizer, "<image>\n" + q, [1], tokens_per_tile),
@@ -77,7 +88,12 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
         b = collate(items, tokenizer.pad_token_id, padding_side="left")
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"], logits_to_keep=1)[:, -1]
         want = answer_token_ids(tokenizer, [a for _, _, a in chunk])
-        correct += int((logits.argmax(-1) == want).sum())
+        ok = (logits.argmax(-1) == want).tolist()
+        correct += sum(ok)
+        for (_, _, a), k in zip(chunk, ok):
+            hits.setdefault(question_type(a), []).append(k)
+    if by_type is not None:
+        by_type.update({t: round(sum(v) / len(v), 4) for t, v in sorted(hits.items())})
     return correct / len(qs)
 
 

@@ -86,6 +86,7 @@ def lr_at(step: int, r: TeacherRecipe) -> float:
 def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print) -> dict:
     if r.threads:
         torch.set_num_threads(r.threads)
+    torch.set_flush_denormal(True)
     torch.manual_seed(r.seed)
     rng = random.Random(r.seed)
     tokenizer = easyvqa_tokenizer()

@@ -1,0 +1,44 @@
+"""One-shot chat: a model directory, a prompt and an optional image in, the answer out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .model import SamplingSettings, generate
+
+
+def load_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=True)
+    except Exception as e:  # noqa: BLE001 - any failure means no usable tokenizer
+        raise UserError(f"no usable tokenizer in {directory}: {str(e).splitlines()[0]}") from None
+
+
+def answer(model_path, prompt: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
+           top_p: float = 1.0, seed: int = 0) -> str:
+    from .data import build_prompt, load_image
+    from .data.errors import RecordError
+    from .io.load import load_model
+
+    model, info = load_model(model_path)
+    tok = load_tokenizer(info.tokenizer_dir or Path(model_path))
+    cfg = model.config
+    pixels, tiles = None, []
+    if image is not None:
+        if cfg.vision is None:
+            raise UserError(f"{model_path} is a text-only model: it cannot take --image")
+        try:
+            pixels = load_image(image, cfg.vision)
+        except RecordError as e:
+            raise UserError(str(e)) from None
+        tiles = [pixels.shape[0]]
+        prompt = "<image>\n" + prompt
+    tpt = cfg.vision.tokens_per_tile if cfg.vision else 0
+    ids = torch.tensor([build_prompt(tok, prompt, tiles, tpt, cfg.system_prompt)])
+    out = generate(model, ids, pixels, settings=SamplingSettings(max_new_tokens, temperature, top_p,
+                                                                 cfg.eos_token_id, seed))[0]
+    return tok.decode(out, skip_special_tokens=True)

@@ -1,0 +1,39 @@
+"""`mmmamba info`: what a model directory or checkpoint holds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .common import ConfigPath, console
+
+
+def command(
+    model: Annotated[Path, typer.Argument(help="Model directory or state-dict file.")],
+    config: ConfigPath = None,
+) -> None:
+    """Show a model's kind, layer layout, sizes and per-sequence decode-state memory."""
+    from ..io.load import load_state
+
+    cfg, sd, info = load_state(model, config)
+    params = sum(t.numel() for t in sd.values())
+    s = cfg.llm_layer
+    kv_per_token = sum(2 * cfg.shape(i).num_kv_heads * cfg.shape(i).head_dim * 2 for i in cfg.attention_layers)
+    ssm = sum(cfg.shape(i).num_heads * cfg.shape(i).head_dim ** 2 * 4 for i in cfg.mamba_layers)
+    t = Table(show_header=False, box=None)
+    rows = [("source", f"{info.source} ({info.format})"), ("kind", cfg.kind), ("parameters", f"{params:,}"),
+            ("layers", f"{cfg.num_layers} ({cfg.num_embed_layers} embedding + {cfg.num_llm_layers} LLM)"),
+            ("attention layers", str(cfg.attention_layers or "none")),
+            ("mamba layers", str(cfg.mamba_layers or "none")),
+            ("hidden / heads / kv heads / head dim", f"{cfg.hidden_size} / {s.num_heads} / {s.num_kv_heads} / "
+                                                     f"{s.head_dim}"),
+            ("vision", "none" if cfg.vision is None else
+             f"{cfg.vision.image_size}px tiles, {cfg.vision.tokens_per_tile} tokens each"),
+            ("KV cache per token (bf16)", f"{kv_per_token:,} bytes"),
+            ("SSM state per sequence (fp32)", f"{ssm:,} bytes")]
+    rows += [("note", n) for n in info.notes]
+    for k, v in rows:
+        t.add_row(f"[bold]{k}", v)
+    console.print(t)

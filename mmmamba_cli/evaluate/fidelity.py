@@ -1,0 +1,77 @@
+"""Fidelity of a student to its teacher on held-out items, teacher-forced.
+
+Each item becomes prompt + reference answer + EOS. Scored positions: every real text token after
+the image block (the question, the assistant header, the answer and its EOS), predicted from the
+tokens before it. With p_T, p_S the teacher's and student's next-token distributions there:
+
+- ``kl``: mean over scored tokens of KL(p_T || p_S) (nats per token);
+- ``top1_agreement``: fraction of scored tokens where argmax p_S == argmax p_T;
+- ``ppl`` / ``teacher_ppl``: exp(mean negative log-likelihood of the actual token) of each model.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..data import collate
+from ..errors import UserError
+from ..model.model import MMModel
+from .items import EvalItem, Task
+from .predict import batches, pad_id
+from .prompts import prompt_inputs
+
+
+def check_compatible(teacher: MMModel, student: MMModel, where: str) -> None:
+    t, s = teacher.config, student.config
+    if (t.vocab_size, t.img_context_token_id) != (s.vocab_size, s.img_context_token_id):
+        raise UserError(f"{where}: vocabulary ({s.vocab_size}, image token {s.img_context_token_id}) differs from "
+                        f"the teacher's ({t.vocab_size}, image token {t.img_context_token_id})")
+
+
+def teacher_forced(item: EvalItem, task: Task, tokenizer, model: MMModel) -> dict:
+    """Prompt + first reference answer + EOS as one sequence."""
+    x = prompt_inputs(item, task.suffix, tokenizer, model.config)
+    answer = tokenizer.encode(item.answers[0], add_special_tokens=False)
+    x["input_ids"] = x["input_ids"] + answer + [model.config.eos_token_id]
+    return x
+
+
+def scored_targets(ids: torch.Tensor, mask: torch.Tensor, image_token: int | None) -> torch.Tensor:
+    """(b, L) bool: real tokens after the last image token and the one closing the image block."""
+    pos = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, L)
+    is_img = ids == image_token if image_token is not None else torch.zeros_like(mask, dtype=torch.bool)
+    last_img = torch.where(is_img, pos, torch.full_like(pos, -2)).amax(1, keepdim=True)  # (b, 1); -2: none
+    return mask.bool() & (pos > last_img + 1) & (pos >= 1)
+
+
+@torch.no_grad()
+def fidelity(teacher: MMModel, student: MMModel, tokenizer, task: Task, batch_size: int = 16,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    check_compatible(teacher, student, "student")
+    device = next(student.parameters()).device
+    sums = {"kl": 0.0, "agree": 0.0, "nll": 0.0, "teacher_nll": 0.0}
+    count, done = 0, 0
+    for idx in batches(task.items, student.config, batch_size):
+        b = collate([teacher_forced(task.items[i], task, tokenizer, student) for i in idx],
+                    pad_id(student, tokenizer), padding_side="right")
+        ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
+        pixels = b["pixel_values"].to(device) if b["pixel_values"] is not None else None
+        target = scored_targets(ids, mask, student.config.img_context_token_id)  # (b, L)
+        first = torch.where(target.any(1), target.float().argmax(1), ids.shape[1] - 1).min()  # >= 1
+        keep = ids.shape[1] - int(first) + 1  # logits from the first predicting position on
+        lt = teacher(ids, pixels, mask, logits_to_keep=keep)[:, :-1].float().log_softmax(-1)  # (b, keep-1, V)
+        ls = student(ids, pixels, mask, logits_to_keep=keep)[:, :-1].float().log_softmax(-1)
+        tgt, m = ids[:, -(keep - 1):], target[:, -(keep - 1):]  # the tokens those logits predict
+        sums["kl"] += float(((lt.exp() * (lt - ls)).sum(-1) * m).sum())
+        sums["agree"] += float(((lt.argmax(-1) == ls.argmax(-1)) & m).sum())
+        sums["nll"] -= float((ls.gather(-1, tgt[..., None])[..., 0] * m).sum())
+        sums["teacher_nll"] -= float((lt.gather(-1, tgt[..., None])[..., 0] * m).sum())
+        count += int(m.sum())
+        done += len(idx)
+        if progress is not None:
+            progress(done, len(task.items))
+    n = max(count, 1)
+    return {"kl": sums["kl"] / n, "top1_agreement": sums["agree"] / n, "ppl": math.exp(sums["nll"] / n),
+            "teacher_ppl": math.exp(sums["teacher_nll"] / n), "tokens": count}
