@@ -64,6 +64,12 @@ def write_json_atomic(path: str | Path, obj) -> None:
 def save_safetensors(sd: dict[str, torch.Tensor], directory: Path, shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[str]:
     """Write ``model.safetensors`` or HF-style shards plus an index past ``shard_bytes``."""
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    seen = set()  # tied weights (lm_head = embed_tokens) share storage, which safetensors refuses: copy
+    for k, t in sd.items():
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() and ptr in seen:
+            sd[k] = t.clone()
+        seen.add(ptr)
     total = sum(t.numel() * t.element_size() for t in sd.values())
     if total <= shard_bytes:
         save_file(sd, str(directory / SINGLE), metadata={"format": "pt"})

@@ -21,7 +21,7 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(hidden, h * d, bias=bias)
         self.k_proj = nn.Linear(hidden, hkv * d, bias=bias)
         self.v_proj = nn.Linear(hidden, hkv * d, bias=bias)
-        self.o_proj = nn.Linear(h * d, hidden, bias=bias)
+        self.o_proj = nn.Linear(h * d, hidden, bias=shape.out_bias)
 
     def forward(self, u, cos, sin, key_mask=None, state: KVState | None = None) -> torch.Tensor:
         return self.o_proj(self.core(u, cos, sin, key_mask, state))

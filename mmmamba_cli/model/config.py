@@ -30,7 +30,12 @@ class LayerShape:
     rope_theta: float = 1e6
     rope_scaling: dict | None = None
     max_position_embeddings: int = 32768
-    attention_bias: bool = False
+    attention_bias: bool = False  # bias on q/k/v (and on o unless o_bias says otherwise)
+    o_bias: bool | None = None  # bias on the output projection; None: same as attention_bias (Qwen2: False)
+
+    @property
+    def out_bias(self) -> bool:
+        return self.attention_bias if self.o_bias is None else self.o_bias
 
     @property
     def groups(self) -> int:

@@ -1,6 +1,8 @@
 """Building blocks shared by every layer type: RMSNorm, rotary embedding, SwiGLU MLP."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,10 +47,21 @@ def rope_inv_freq(shape: LayerShape, seq_len: int, device=None) -> tuple[torch.T
     elif kind == "dynamic" and seq_len > shape.max_position_embeddings:
         ratio = factor * seq_len / shape.max_position_embeddings - (factor - 1)
         base = base * ratio ** (dim / (dim - 2))
-    elif kind not in (None, "default", "linear", "dynamic"):
-        raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: linear, dynamic)")
+    elif kind not in (None, "default", "linear", "dynamic", "llama3"):
+        raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: linear, dynamic, llama3)")
     inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    if kind == "llama3":
+        inv = llama3_inv_freq(inv, scaling, shape.max_position_embeddings)
     return inv, scale
+
+
+def llama3_inv_freq(inv: torch.Tensor, scaling: dict, max_positions: int) -> torch.Tensor:
+    """Llama 3.1 frequency-dependent scaling: long wavelengths / factor, short ones kept, a smooth ramp between."""
+    factor, low, high = float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_len = float(scaling.get("original_max_position_embeddings", max_positions))
+    wavelen = 2 * math.pi / inv  # (d/2,)
+    smooth = ((old_len / wavelen - low) / (high - low)).clamp(0.0, 1.0)  # 0: long wavelengths, 1: short
+    return (1 - smooth) * inv / factor + smooth * inv
 
 
 def rope_cos_sin(shape: LayerShape, positions: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ class Mamba2(nn.Module):
         self.C_proj = nn.Linear(hidden, h * d, bias=bias)
         self.B_proj = nn.Linear(hidden, hkv * d, bias=bias)
         self.x_proj = nn.Linear(hidden, hkv * d, bias=bias)
-        self.out_proj = nn.Linear(h * d, hidden, bias=bias)
+        self.out_proj = nn.Linear(h * d, hidden, bias=shape.out_bias)
         self.channels = 2 * hkv * d + h * d  # [x, B, C]
         self.conv1d = nn.Conv1d(self.channels, self.channels, settings.d_conv, groups=self.channels,
                                 padding=settings.d_conv - 1, bias=True)

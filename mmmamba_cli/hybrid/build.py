@@ -1,0 +1,71 @@
+"""The hybrid's weights: a pure function of the student's and the teacher's state dicts.
+
+Per global layer i of the new layout:
+
+- kept (attention): the teacher's original ``layers.{i}.mixer.{q,k,v,o}_proj`` tensors, exactly;
+- Mamba in the student and not kept: the student's (distilled) Mamba-2 mixer, unchanged;
+- attention in the student and not kept: re-seeded from the teacher with the seed map
+  (:func:`mmmamba_cli.seed.seed_state`), i.e. an undistilled Mamba-2 layer, reported as such.
+
+Everything outside the mixers (embeddings, norms, MLPs, head) is the student's.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..errors import UserError
+from ..model.config import ATTENTION, MAMBA, ModelConfig
+from ..model.layout import layer_types_for
+from ..seed import seed_state
+
+
+def check_pair(student: ModelConfig, teacher: ModelConfig, where: str) -> None:
+    """The teacher must be all-attention with the student's sizes, layer by layer."""
+    if teacher.mamba_layers:
+        raise UserError(f"{where}: the teacher has Mamba layers {teacher.mamba_layers}; give the original "
+                        "all-attention teacher (--teacher)")
+    if teacher.num_layers != student.num_layers:
+        raise UserError(f"{where}: the teacher has {teacher.num_layers} layers, the student {student.num_layers}")
+    diff = [name for name in ("hidden_size", "vocab_size", "num_embed_layers", "img_context_token_id")
+            if getattr(teacher, name) != getattr(student, name)]
+    diff += [f"layer {i} shape" for i in range(student.num_layers) if teacher.shape(i) != student.shape(i)][:3]
+    if diff:
+        raise UserError(f"{where}: the teacher does not match the student ({', '.join(diff)} differ)")
+
+
+def mixer_keys(sd: dict[str, torch.Tensor], layers) -> list[str]:
+    prefixes = tuple(f"layers.{i}.mixer." for i in layers)
+    return [k for k in sd if k.startswith(prefixes)] if prefixes else []
+
+
+def hybrid_state(student: ModelConfig, student_sd: dict[str, torch.Tensor], teacher: ModelConfig,
+                 teacher_sd: dict[str, torch.Tensor], keep: list[int], seed: int = 0):
+    """(hybrid config, hybrid state dict, report) keeping attention at the global layers ``keep``."""
+    check_pair(student, teacher, "hybridize")
+    keep = sorted(keep)
+    was = student.layer_types
+    report = {"attention_layers": keep, "previous_attention_layers": student.attention_layers,
+              "added": [i for i in keep if was[i] == MAMBA],  # Mamba -> the teacher's attention
+              "retained": [i for i in keep if was[i] == ATTENTION],  # attention stays (teacher's weights)
+              "reseeded": [i for i in student.attention_layers if i not in keep],  # attention -> new Mamba
+              "attention_differed": [], "from_teacher": [], "seeded": []}
+    state = {k: v for k, v in student_sd.items() if k not in set(mixer_keys(student_sd, keep + report["reseeded"]))}
+    for i in report["retained"]:
+        own = {k: student_sd[k] for k in mixer_keys(student_sd, [i])}
+        if any(not torch.equal(t, teacher_sd[k]) for k, t in own.items()):
+            report["attention_differed"].append(i)
+    for k in mixer_keys(teacher_sd, keep):
+        state[k] = teacher_sd[k].clone()
+        report["from_teacher"].append(k)
+    if report["reseeded"]:
+        only = set(report["reseeded"])
+        sub = {k: teacher_sd[k] for k in mixer_keys(teacher_sd, only)}
+        types = [MAMBA if i in only else ATTENTION for i in range(teacher.num_layers)]
+        _, seeded, seed_report = seed_state(teacher, sub, types, seed)
+        state.update(seeded)
+        report["seeded"] = seed_report["moved"] + seed_report["new"]
+    config = dataclasses.replace(student, layer_types=layer_types_for(keep, student.num_layers),
+                                 mamba=dataclasses.replace(student.mamba), source=dict(student.source))
+    return config, state, report

@@ -1,0 +1,114 @@
+"""Measured layer sensitivity: how much the student's KL to the teacher falls when one Mamba layer
+is restored to the teacher's attention.
+
+For calibration tokens t (every real text token after the image block, as in ``mmmamba eval``'s
+fidelity), with p_T, p_S the next-token distributions of teacher and student:
+
+    KL(S)   = mean_t KL(p_T || p_S)                       (nats per token)
+    drop_i  = KL(S) - KL(S with layer i := teacher attention)
+
+Layer i keeps the student's norms and MLP; only its mixer is swapped. Layers before i are
+unchanged, so each candidate reruns only layers i..N-1 from the student's cached input to layer
+i (about N^2/2 layer passes per batch instead of N^2). Deterministic: eval mode, no dropout, fixed
+data and order; ties rank the lower index first.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+import torch
+
+from ..evaluate.fidelity import scored_targets
+from ..model.config import ATTENTION
+from ..model.model import MMModel
+
+
+@contextlib.contextmanager
+def attention_restored(student: MMModel, teacher: MMModel, i: int):
+    """Temporarily give student layer i the teacher's attention mixer (shared, not copied)."""
+    layer = student.layers[i]
+    mixer, kind = layer.mixer, layer.kind
+    layer.mixer, layer.kind = teacher.layers[i].mixer, ATTENTION
+    try:
+        yield layer
+    finally:
+        layer.mixer, layer.kind = mixer, kind
+
+
+def _inputs_per_layer(model: MMModel, batch: dict, keep: bool = True) -> tuple[list[torch.Tensor], torch.Tensor, tuple]:
+    """Inputs h_0..h_{N-1} of every layer (b, l, C) (``keep``), the final hidden state, (ropes, key_mask, valid)."""
+    ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
+    prep = model.prepare(ids, mask)
+    h, hs = model.embed(ids, pixels), []
+    for i in range(len(model.layers)):
+        if keep:
+            hs.append(h)
+        h = _layer(model, i, h, prep)
+    return hs, h, prep
+
+
+def _layer(model: MMModel, i: int, h: torch.Tensor, prep) -> torch.Tensor:
+    ropes, key_mask, valid = prep
+    return model.layers[i](h, model.rope_for(ropes, i), key_mask, valid)
+
+
+def _logprobs(model: MMModel, h: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """(n, V) fp32 log-probabilities at the n selected positions of h (b, l, C)."""
+    return model.lm_head(model.norm(h)[sel]).float().log_softmax(-1)
+
+
+def _kl_sum(lt: torch.Tensor, ls: torch.Tensor) -> float:
+    return float((lt.exp() * (lt - ls)).sum())
+
+
+def predicting_positions(batch: dict, image_token: int | None) -> torch.Tensor:
+    """(b, l) bool: positions whose logits predict a scored token (the next one)."""
+    target = scored_targets(batch["input_ids"], batch["attention_mask"], image_token)  # (b, l)
+    sel = torch.zeros_like(target)
+    sel[:, :-1] = target[:, 1:]
+    return sel
+
+
+@torch.no_grad()
+def layer_sensitivity(student: MMModel, teacher: MMModel, batches: Iterable[dict],
+                      progress: Callable[[int], None] | None = None) -> dict:
+    """``{"baseline_kl", "tokens", "layers": [{"layer", "kl", "kl_drop", "rank"}]}`` over the
+    student's Mamba layers, ranked by ``kl_drop`` (largest first)."""
+    student.eval(), teacher.eval()
+    candidates = student.config.mamba_layers
+    device = next(student.parameters()).device
+    base, sums, tokens = 0.0, dict.fromkeys(candidates, 0.0), 0
+    for n, batch in enumerate(batches):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        sel = predicting_positions(batch, student.config.img_context_token_id)
+        if not sel.any():
+            continue
+        lt = _logprobs(teacher, _inputs_per_layer(teacher, batch, keep=False)[1], sel)  # (n, V)
+        hs, h, prep = _inputs_per_layer(student, batch)
+        base += _kl_sum(lt, _logprobs(student, h, sel))
+        for i in candidates:
+            with attention_restored(student, teacher, i):
+                h = hs[i]
+                for j in range(i, len(student.layers)):
+                    h = _layer(student, j, h, prep)
+            sums[i] += _kl_sum(lt, _logprobs(student, h, sel))
+        tokens += int(sel.sum())
+        if progress is not None:
+            progress(n + 1)
+    return rank(base, sums, tokens)
+
+
+def rank(base: float, sums: dict[int, float], tokens: int) -> dict:
+    n = max(tokens, 1)
+    rows = [{"layer": i, "kl": s / n, "kl_drop": (base - s) / n} for i, s in sums.items()]
+    rows.sort(key=lambda r: (-r["kl_drop"], r["layer"]))
+    for r, row in enumerate(rows):
+        row["rank"] = r + 1
+    return {"baseline_kl": base / n, "tokens": tokens, "layers": rows}
+
+
+def pick(scores: dict, k: int, already: list[int]) -> list[int]:
+    """The ``k`` kept layers: the student's attention layers plus the best-ranked Mamba layers."""
+    best = [row["layer"] for row in scores["layers"]][:max(0, k - len(already))]
+    return sorted(already + best)
