@@ -41,10 +41,14 @@ class EasyVQA:
 
 
 def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
-                   rng: random.Random, augment: bool = True) -> dict:
+                   rng: random.Random, augment: bool = True, direct_only: bool = False) -> dict:
+    """A right-padded batch; ``direct_only`` keeps only "what shape/colour" questions where an
+    image has them (a curriculum: grounding first, then the compositional yes/no questions)."""
     items = []
     for i in image_ids:
         qa = list(data.qa[i])
+        if direct_only:
+            qa = [(q, a) for q, a in qa if question_type(a) != "yes/no"] or qa
         rng.shuffle(qa)
         conv = []
         for k, (q, a) in enumerate(qa[:max_turns]):

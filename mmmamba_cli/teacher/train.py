@@ -35,8 +35,10 @@ class TeacherRecipe:
     num_llm_layers: int = 4
     image_size: int = 64
     patch_size: int = 8
+    downsample_ratio: float = 0.5
     rope_theta: float = 10000.0
     steps: int = 3000
+    curriculum_steps: int = 0  # first steps train on direct shape/colour questions only
     batch_images: int = 32
     max_turns: int = 6
     lr: float = 2e-3
@@ -54,7 +56,8 @@ class TeacherRecipe:
 def teacher_config(r: TeacherRecipe, tokenizer) -> ModelConfig:
     shape = LayerShape(num_heads=r.num_heads, num_kv_heads=r.num_kv_heads, head_dim=r.hidden_size // r.num_heads,
                        intermediate_size=r.intermediate_size, rope_theta=r.rope_theta, max_position_embeddings=4096)
-    vision = VisionSettings(image_size=r.image_size, patch_size=r.patch_size, max_tiles=1, use_thumbnail=False)
+    vision = VisionSettings(image_size=r.image_size, patch_size=r.patch_size, max_tiles=1, use_thumbnail=False,
+                            downsample_ratio=r.downsample_ratio)
     return ModelConfig(hidden_size=r.hidden_size, vocab_size=len(tokenizer), num_embed_layers=r.num_embed_layers,
                        num_llm_layers=r.num_llm_layers, embed_layer=shape, llm_layer=shape, vision=vision,
                        img_context_token_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
@@ -83,7 +86,8 @@ def lr_at(step: int, r: TeacherRecipe) -> float:
     return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print) -> dict:
+def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print,
+                  checkpoint: str | Path | None = None) -> dict:
     if r.threads:
         torch.set_num_threads(r.threads)
     torch.set_flush_denormal(True)
@@ -106,7 +110,8 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
         if len(order) < r.batch_images:
             order += rng.sample(range(len(train.paths)), len(train.paths))
         ids, order = order[:r.batch_images], order[r.batch_images:]
-        b = training_batch(train, ids, tokenizer, tpt, r.max_turns, rng, r.augment)
+        b = training_batch(train, ids, tokenizer, tpt, r.max_turns, rng, r.augment,
+                           direct_only=step < r.curriculum_steps)
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
         for gparam in opt.param_groups:
@@ -120,12 +125,16 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
             log(f"step {step + 1}/{r.steps} loss {loss.item():.4f} lr {lr_at(step, r):.2e} "
                 f"{tokens / (time.time() - t0):.0f} tok/s")
         if (step + 1) % r.eval_every == 0 and step + 1 < r.steps:
-            acc = first_token_accuracy(model, test, tokenizer, tpt, limit=r.eval_limit)
-            history.append({"step": step + 1, "test_accuracy_subset": acc, "loss": loss.item()})
-            log(f"step {step + 1}: test accuracy (first {r.eval_limit}) {acc:.4f}")
-    acc = first_token_accuracy(model, test, tokenizer, tpt)
+            by_type: dict = {}
+            acc = first_token_accuracy(model, test, tokenizer, tpt, limit=r.eval_limit, by_type=by_type)
+            history.append({"step": step + 1, "test_accuracy_subset": acc, "by_type": by_type, "loss": loss.item()})
+            log(f"step {step + 1}: test accuracy (first {r.eval_limit}) {acc:.4f} {by_type}")
+            if checkpoint is not None:
+                torch.save(model.state_dict(), checkpoint)
+    by_type = {}
+    acc = first_token_accuracy(model, test, tokenizer, tpt, by_type=by_type)
     train_acc = first_token_accuracy(model, train, tokenizer, tpt, limit=5000)
-    report = {"test_accuracy": acc, "test_questions": len(test.questions), "train_accuracy_first5000": train_acc,
+    report = {"test_accuracy": acc, "test_accuracy_by_type": by_type, "test_questions": len(test.questions), "train_accuracy_first5000": train_acc,
               "params": model.num_params(), "steps": r.steps, "train_seconds": round(time.time() - t0, 1),
               "history": history, "recipe": dataclasses.asdict(r), "git_sha": git_sha(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}

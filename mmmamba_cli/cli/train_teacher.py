@@ -1,0 +1,24 @@
+"""`mmmamba train-teacher`: retrain the embedded default teacher on easy-vqa."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import Force, console
+
+
+def command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")] = Path("runs/teacher"),
+    recipe: Annotated[str, typer.Option(help="Recipe name in recipes/ or a YAML path.")] = "teacher-easyvqa",
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides.")] = None,
+    force: Force = False,
+) -> None:
+    """Train the tiny HoVLE-architecture teacher on the easy-vqa train split and report test accuracy."""
+    from ..recipe import load_recipe
+    from ..teacher.train import TeacherRecipe, train_teacher
+
+    r = load_recipe(TeacherRecipe, recipe, overrides or [])
+    report = train_teacher(r, out, force=force, log=lambda m: console.print(m, highlight=False))
+    console.print(f"test accuracy [bold]{report['test_accuracy']:.4f}[/] -> {out}")

@@ -1,0 +1,130 @@
+"""`mmmamba demo`: the whole method on the embedded default teacher, end to end.
+
+Layout of the run directory::
+
+    linear/seed, linear/stage1, linear/stage2, linear/stage3   # the linear student
+    hybrid/stage2 (hybridized linear/stage2), hybrid/stage3    # the hybrid student
+    eval/  bench/  report.md  report.png  report.json  resolved.json
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import UserError
+
+
+@dataclass
+class DemoRecipe:
+    teacher: Optional[str] = None
+    """Teacher model (default: the embedded tiny HoVLE teacher trained on easy-vqa)."""
+    distill_recipe: str = "easyvqa"
+    """Distillation recipe name or path for every stage (``recipes/<name>-stage{1,2,3}.yaml``)."""
+    distill_overrides: list[str] = field(default_factory=list)
+    """key=value overrides applied to every stage, e.g. train.steps=20."""
+    hybrid_every: int = 4
+    """Hybrid: keep the first layer of every block of this many layers as attention (paper: 4)."""
+    eval_limit: Optional[int] = None
+    """Questions of the easy-vqa test split to evaluate (None: all 9673)."""
+    eval_seeded: bool = True
+    """Also evaluate the freshly seeded (undistilled) linear student, as a baseline."""
+    bench_tokens: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
+    """Context lengths of the short long-context benchmark."""
+    bench: bool = True
+    seed: int = 0
+
+
+def run_demo(recipe: DemoRecipe, out: str | Path, force: bool = False,
+             log: Callable[[str], None] = print) -> dict:
+    """Run the pipeline into ``out`` and return the report (also written as report.json)."""
+    from ..assets import default_teacher
+    from ..io.files import check_output_dir, write_json_atomic
+    from ..io.save import git_sha
+    from ..recipe import to_dict
+
+    out = Path(out)
+    check_output_dir(out, force)
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    teacher = Path(recipe.teacher) if recipe.teacher else default_teacher()
+    write_json_atomic(out / "resolved.json", {"command": "demo", "recipe": to_dict(recipe), "teacher": str(teacher),
+                                              "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d %H:%M")})
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *a, **kw):
+        t0 = time.time()
+        log(f"[{name}] ...")
+        res = fn(*a, **kw)
+        timings[name] = round(time.time() - t0, 1)
+        log(f"[{name}] done in {timings[name]:.0f} s")
+        return res
+
+    linear, hybrid = out / "linear", out / "hybrid"
+    timed("seed", _seed, teacher, linear / "seed", recipe.seed)
+    for stage in (1, 2, 3):
+        timed(f"linear stage {stage}", _distill, linear, stage, recipe, log)
+    timed("hybridize", _hybridize, linear / "stage2", hybrid / "stage2", teacher, recipe.hybrid_every, recipe.seed)
+    timed("hybrid stage 3", _distill, hybrid, 3, recipe, log)
+    models = {"teacher": teacher, "linear": linear / "stage3", "hybrid": hybrid / "stage3"}
+    if recipe.eval_seeded:
+        models["seeded"] = linear / "seed"
+    ev = timed("eval", _evaluate, models, teacher, out / "eval", recipe.eval_limit, log)
+    bench = timed("bench", _bench, teacher, recipe.bench_tokens, out / "bench", log) if recipe.bench else None
+    from .report import build_report, write_report
+
+    report = build_report(models, ev, bench, timings, recipe)
+    write_report(report, out)
+    return report
+
+
+def _seed(teacher: Path, out: Path, seed: int) -> None:
+    from ..seed import seed_directory
+
+    seed_directory(teacher, out, seed=seed)
+
+
+def _distill(run_dir: Path, stage: int, recipe: DemoRecipe, log) -> Path:
+    from ..distill.run_dir import run_stage
+
+    return run_stage(run_dir, stage, recipe=recipe.distill_recipe,
+                     overrides=list(recipe.distill_overrides), log=log)
+
+
+def _hybridize(student: Path, out: Path, teacher: Path, every: int, seed: int) -> None:
+    from ..hybrid import LayoutRequest, hybridize_directory
+
+    hybridize_directory(student, out, LayoutRequest(every=every, offset=0), teacher=teacher, seed=seed)
+
+
+def _evaluate(models: dict[str, Path], teacher: Path, out: Path, limit, log) -> dict:
+    """easy-vqa test accuracy of every model; entries keyed by our labels (teacher, linear, ...)."""
+    from ..evaluate import evaluate_models
+
+    labels = list(models)
+    report = evaluate_models([str(models[k]) for k in labels], task="easyvqa", limit=limit, out=out, force=True,
+                             log=log)
+    return {label: entry for label, entry in zip(labels, report["models"])}
+
+
+def _bench(teacher: Path, tokens: list[int], out: Path, log) -> dict:
+    from ..bench.runner import run_bench, write_results
+    from ..bench.settings import BenchSettings
+
+    settings = BenchSettings(tokens=list(tokens), model_dir=teacher, fixed_prompt=False).validate()
+    result = run_bench(settings, log=log, command="mmmamba demo")
+    write_results(result, out, force=True)
+    return result
+
+
+def demo_recipe_from(name_or_path: str | None, overrides: list[str]) -> DemoRecipe:
+    from ..recipe import load_recipe
+
+    try:
+        return load_recipe(DemoRecipe, name_or_path, overrides)
+    except UserError:
+        raise

@@ -1,0 +1,106 @@
+"""The demo's side-by-side report: accuracy, retention, speed and memory, as JSON, markdown and PNG."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..io.files import write_json_atomic
+from ..io.save import git_sha
+
+ORDER = ("teacher", "linear", "hybrid", "seeded")
+
+
+def _accuracy(entry: dict) -> float:
+    m = entry["metrics"]
+    return float(m["accuracy"] if "accuracy" in m else m["score"])
+
+
+def _bench_at(rows: list[dict], kind: str, tokens: int) -> dict | None:
+    return next((r for r in rows if r["model"] == kind and r["tokens"] == tokens), None)
+
+
+def build_report(models: dict, ev: dict, bench: dict | None, timings: dict, recipe) -> dict:
+    import dataclasses
+
+    teacher_acc = _accuracy(ev["teacher"])
+    report: dict = {"task": "easyvqa-test", "questions": ev["teacher"]["metrics"].get("n"),
+                    "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d %H:%M"), "timings_s": timings,
+                    "recipe": dataclasses.asdict(recipe)}
+    rows = (bench or {}).get("rows", [])
+    longest = max((r["tokens"] for r in rows), default=None)
+    for label in [k for k in ORDER if k in ev]:
+        acc = _accuracy(ev[label])
+        entry = {"path": str(models[label]), "accuracy": acc, "retention": acc / teacher_acc if teacher_acc else None,
+                 "metrics": ev[label]["metrics"]}
+        row = _bench_at(rows, label, longest) if longest else None
+        if row is not None:
+            entry["bench"] = {k: row.get(k) for k in ("tokens", "prefill_s", "decode_s_per_token", "peak_mem_bytes",
+                                                       "oom")}
+        report[label] = entry
+    report["bench"] = {"rows": rows, "longest_tokens": longest, "device": (bench or {}).get("device")}
+    return report
+
+
+def markdown(report: dict) -> str:
+    labels = [k for k in ORDER if k in report]
+    lines = [f"# mmmamba demo report ({report['date']}, git {report['git_sha'][:10]})", "",
+             f"easy-vqa test split, {report.get('questions') or 'all'} questions; teacher = embedded tiny HoVLE.", "",
+             "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+
+    def cell(label, fn):
+        try:
+            return fn(report[label])
+        except (KeyError, TypeError):
+            return "-"
+    lines.append("| accuracy | " + " | ".join(cell(k, lambda e: f"{e['accuracy']:.4f}") for k in labels) + " |")
+    lines.append("| retention | " + " | ".join(cell(k, lambda e: f"{e['retention']:.3f}") for k in labels) + " |")
+    n = report["bench"].get("longest_tokens")
+    if n:
+        lines.append(f"| prefill {n} tok (s) | " + " | ".join(
+            cell(k, lambda e: f"{e['bench']['prefill_s']:.3f}") for k in labels) + " |")
+        lines.append(f"| decode ms/token @ {n} | " + " | ".join(
+            cell(k, lambda e: f"{1000 * e['bench']['decode_s_per_token']:.2f}") for k in labels) + " |")
+        lines.append(f"| peak memory (MB) @ {n} | " + " | ".join(
+            cell(k, lambda e: f"{e['bench']['peak_mem_bytes'] / 2**20:.0f}") for k in labels) + " |")
+    lines += ["", "Stage timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), "",
+              "Reproduce: `make demo` (or `mmmamba demo --out runs/demo --force`).", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [k for k in ORDER if k in report]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].bar(labels, [report[k]["accuracy"] for k in labels], color=["#444", "#1f77b4", "#2ca02c", "#bbb"][:len(labels)])
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("easy-vqa test accuracy")
+    rows = report["bench"]["rows"]
+    for kind in ("teacher", "linear", "hybrid"):
+        pts = sorted((r["tokens"], r) for r in rows if r["model"] == kind and not r.get("oom"))
+        if not pts:
+            continue
+        xs = [t for t, _ in pts]
+        axes[1].plot(xs, [1000 * (r["decode_s_per_token"] or float("nan")) for _, r in pts], "o-", label=kind)
+        axes[2].plot(xs, [(r["peak_mem_bytes"] or 0) / 2**20 for _, r in pts], "o-", label=kind)
+    for ax, title in ((axes[1], "decode ms / token"), (axes[2], "peak memory (MB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("context tokens")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, out: Path) -> None:
+    write_json_atomic(out / "report.json", report)
+    tmp = out / ".report.md.tmp"
+    tmp.write_text(markdown(report))
+    tmp.replace(out / "report.md")
+    plot(report, out / ".report.tmp.png")
+    (out / ".report.tmp.png").replace(out / "report.png")
