@@ -42,6 +42,7 @@ def atomic_dir(out: str | Path, force: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
+        _default_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -52,6 +53,14 @@ def atomic_dir(out: str | Path, force: bool = False):
     tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _default_modes(root: Path) -> None:
+    """mkdtemp makes 0700 directories: give the result the usual umask-based modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_json_atomic(path: str | Path, obj) -> None:

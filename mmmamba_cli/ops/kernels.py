@@ -68,7 +68,9 @@ def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size:
     """Prefill scan. x (b, l, h, p), dt (b, l, h) > 0, A (h,), B, C (b, l, h, n),
     initial_state (b, h, p, n) -> y (b, l, h, p) in x's dtype, final state (b, h, p, n) fp32."""
     if not _use_kernel(impl, x):
-        return ssd_chunked(x, dt, A, B, C, chunk_size=chunk_size, initial_state=initial_state)
+        # a short prefill needs no chunk longer than itself: padding it to a full chunk is wasted work
+        chunk = min(chunk_size, max(16, -(-x.shape[1] // 16) * 16))
+        return ssd_chunked(x, dt, A, B, C, chunk_size=chunk, initial_state=initial_state)
     init = initial_state.float() if initial_state is not None else None
     y, final = _load_kernels()[0].chunk_scan(x, dt, A.float(), B, C, chunk_size, initial_states=init,
                                              return_final_states=True)

@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ class TeacherRecipe:
     eval_every: int = 500
     eval_limit: int = 2000
     threads: int = 0  # 0 = torch default
+    init_from: Optional[str] = None  # continue from this teacher directory's weights (same sizes)
 
 
 def teacher_config(r: TeacherRecipe, tokenizer) -> ModelConfig:
@@ -97,6 +99,9 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     config = teacher_config(r, tokenizer)
     model = MMModel(config)
     init_weights(model, r.seed)
+    if r.init_from:
+        from ..io.files import read_state_dir
+        model.load_state_dict(read_state_dir(Path(r.init_from)))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "norm" not in n]

@@ -1,0 +1,118 @@
+"""Glue to :mod:`mmmamba_cli.data`: the data file, the tokenizer, and a deterministic batch plan.
+
+The batch plan makes the data position a function of the step alone: step s uses items
+``order[s*G : (s+1)*G]`` of an endless sequence of seeded shuffles; they are cut into micro-batches
+of ``micro_batch`` and micro-batch c goes to process ``c % world``. So a resumed run sees exactly
+the batches an uninterrupted one would, and the global batch is the same for any process count.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .schema import DataSection
+
+EASYVQA_PREFIX = "easyvqa:"
+
+
+def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) -> Path:
+    """The jsonl file of ``spec``; ``easyvqa:SPLIT`` is written once into ``data_dir``."""
+    if not spec:
+        raise UserError("no training data: pass --data FILE.jsonl or --data easyvqa:train, or a recipe that "
+                        "sets data.path (e.g. --recipe easyvqa)")
+    if spec.startswith(EASYVQA_PREFIX):
+        from ..data import write_easyvqa_jsonl
+
+        split = spec[len(EASYVQA_PREFIX):]
+        if split not in ("train", "test"):
+            raise UserError(f"data {spec!r}: the easy-vqa splits are train and test")
+        path = Path(data_dir) / f"easyvqa-{split}.jsonl"
+        if is_main and not path.exists():
+            write_easyvqa_jsonl(split, path)
+        return path
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"data file {path} not found")
+    return path
+
+
+def load_tokenizer(model_dir: Path):
+    """The tokenizer saved next to a model (HoVLE's sentencepiece one needs its own code)."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise UserError(f"{model_dir} has no tokenizer files (tokenizer.json / tokenizer.model)")
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of {model_dir}: {str(e).splitlines()[0]}") from None
+
+
+def load_dataset(path: Path, data: DataSection, tokenizer, config, log=None):
+    """(SFTDataset, LoadStats); unreadable records are skipped and counted, or stop the run under strict."""
+    from ..data import RecordError, load_sft_dataset
+
+    try:
+        dataset, stats = load_sft_dataset(path, tokenizer, config, data.image_root, data.max_length, data.strict)
+    except RecordError as e:
+        raise UserError(f"{path}: {e} (--strict)") from None
+    except ValueError as e:  # e.g. tokenizer and model disagree on <IMG_CONTEXT>
+        raise UserError(f"{path}: {e}") from None
+    if log is not None:
+        log(stats.summary() + ("; " + "; ".join(stats.messages) if stats.messages else ""))
+    if not len(dataset):
+        raise UserError(f"{path}: no usable record ({stats.summary()})")
+    return dataset, stats
+
+
+class BatchPlan:
+    """Which dataset items form each micro-batch of each step, for one process."""
+
+    def __init__(self, num_items: int, global_batch: int, micro_batch: int, world: int, seed: int):
+        if global_batch % (micro_batch * world):
+            raise UserError(f"train.global_batch {global_batch} is not a multiple of train.micro_batch "
+                            f"{micro_batch} x {world} process(es)")
+        self.n, self.global_batch, self.micro_batch, self.world, self.seed = \
+            num_items, global_batch, micro_batch, world, seed
+        self.accum = global_batch // (micro_batch * world)
+
+    @functools.lru_cache(maxsize=4)
+    def order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def step_items(self, step: int) -> list[int]:
+        """The global batch of ``step`` (0-based)."""
+        start = step * self.global_batch
+        return [self.order(k // self.n)[k % self.n] for k in range(start, start + self.global_batch)]
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        items = self.step_items(step)
+        chunks = [items[i:i + self.micro_batch] for i in range(0, len(items), self.micro_batch)]
+        return chunks[rank::self.world]
+
+
+class PlanSampler(torch.utils.data.Sampler):
+    """Batch sampler: the micro-batches of one process from ``start`` to ``stop`` (steps)."""
+
+    def __init__(self, plan: BatchPlan, start: int, stop: int, rank: int):
+        self.plan, self.start, self.stop, self.rank = plan, start, stop, rank
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield from self.plan.micro_batches(step, self.rank)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.plan.accum
+
+
+def make_loader(dataset, plan: BatchPlan, start: int, stop: int, rank: int, pad_token_id: int, num_workers: int):
+    from ..data import collate
+
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=PlanSampler(plan, start, stop, rank), num_workers=num_workers,
+        collate_fn=functools.partial(collate, pad_token_id=pad_token_id, padding_side="right"))

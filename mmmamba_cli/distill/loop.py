@@ -1,0 +1,236 @@
+"""One training loop for every stage, on accelerate.
+
+Per step: fetch this process's micro-batches, count the tokens that normalise every loss term
+over the whole global batch (all micro-batches, all processes), then for each micro-batch run
+the teacher side (no gradient) and the student side, and back-propagate
+``sum_t w_t * sum_t(micro-batch) / N_t * processes`` (DDP averages over processes), syncing
+gradients only on the last micro-batch. Then clip, step AdamW and the WSD schedule, write a
+metrics line and, every ``save_every`` steps, a checkpoint. A non-finite loss or gradient norm
+stops the run before the optimizer step, naming the step and the last good checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import UserError
+from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import BatchPlan, make_loader
+from .losses import nonpad_mask
+from .objectives import OBJECTIVES
+from .optim import make_optimizer, wsd_scheduler
+from .schema import DistillRecipe, TrainSection
+from .stages import Stage
+
+METRICS = "metrics.jsonl"
+
+
+class NonFiniteLoss(UserError):
+    """The loss or the gradient norm became inf/nan; the last good checkpoint is kept."""
+
+
+@dataclass
+class StepReport:
+    """Handed to the progress callback after every step (main process only)."""
+
+    stage: str
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float
+    terms: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainJob:
+    stage: Stage
+    recipe: DistillRecipe
+    student: torch.nn.Module
+    teacher: torch.nn.Module
+    dataset: torch.utils.data.Dataset
+    work: Path
+    pad_token_id: int
+
+
+def make_accelerator(train: TrainSection):
+    """An Accelerator for these settings (CPU multi-process runs use gloo)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cpu = train.device == "cpu" or (train.device == "auto" and not torch.cuda.is_available())
+    shared = AcceleratorState._shared_state
+    device = shared.get("device")
+    if shared and (shared.get("_mixed_precision") != train.precision or (cpu and device is not None
+                                                                         and device.type != "cpu")):
+        AcceleratorState._reset_state()  # a later stage in this process asks for other settings
+    return Accelerator(mixed_precision=train.precision, cpu=cpu)
+
+
+def train(job: TrainJob, accelerator, resume: bool = False,
+          progress: Callable[[StepReport], None] | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train ``job.student`` in place for ``recipe.train.steps`` steps; returns a summary."""
+    r, stage = job.recipe, job.stage
+    params, module, optimizer, scheduler = _setup(job, accelerator)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    plan = BatchPlan(len(job.dataset), r.train.global_batch, r.train.micro_batch, world, r.train.seed)
+    metrics = Path(job.work) / METRICS
+    start = _resume(job, params, optimizer, scheduler, rank, metrics, accelerator, log) if resume else 0
+    batches = iter(make_loader(job.dataset, plan, start, r.train.steps, rank, job.pad_token_id, r.data.num_workers))
+    weights = OBJECTIVES[stage.objective].weights(r.loss)
+    t0, tokens_seen, last = time.perf_counter(), 0.0, {}
+    for step in range(start, r.train.steps):
+        tic = time.perf_counter()
+        micro = [_to(_next(batches, stage), accelerator.device) for _ in range(plan.accum)]
+        values, n_tok = _accumulate(job, module, micro, accelerator)
+        total = sum(w * values[t] for t, w in weights.items() if w)
+        lr = scheduler.get_last_lr()[0]
+        if not math.isfinite(total):
+            raise _diverged(stage, step + 1, "loss", total, job.work)
+        grad_norm = _clip(accelerator, params, r.optim.grad_clip)
+        if not math.isfinite(grad_norm):
+            raise _diverged(stage, step + 1, "gradient norm", grad_norm, job.work)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt, tokens_seen = time.perf_counter() - tic, tokens_seen + n_tok
+        last = {"step": step + 1, "loss": total, **values, "lr": lr, "grad_norm": grad_norm,
+                "tokens": int(n_tok), "tokens_per_s": n_tok / max(dt, 1e-9), "step_s": dt}
+        if accelerator.is_main_process:
+            with metrics.open("a") as f:
+                f.write(json.dumps(last) + "\n")
+        if r.train.save_every and (step + 1) % r.train.save_every == 0 and step + 1 < r.train.steps:
+            _save(job, params, optimizer, scheduler, step + 1, accelerator)
+        if progress is not None and accelerator.is_main_process:
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / (step + 1 - start) * (r.train.steps - step - 1)
+            progress(StepReport(stage.name, step + 1, r.train.steps, total, lr, tokens_seen / max(elapsed, 1e-9),
+                                elapsed, eta, values))
+    accelerator.wait_for_everyone()
+    return {"steps": r.train.steps, "resumed_from": start, "final": last,
+            "train_seconds": time.perf_counter() - t0, "processes": world}
+
+
+def _setup(job: TrainJob, accelerator):
+    """Freeze all but the stage's parameters; build the objective module, AdamW, WSD; prepare them."""
+    r, stage = job.recipe, job.stage
+    params = stage.trainable(job.student)
+    if not params:
+        raise UserError(f"{stage.name}: the student has no Mamba-2 layer, nothing to train")
+    job.student.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    job.teacher.requires_grad_(False).eval().to(accelerator.device)
+    module = OBJECTIVES[stage.objective].student(job.student, r.loss)
+    optimizer = make_optimizer(params, r.optim)
+    scheduler = wsd_scheduler(optimizer, r.train.steps, r.optim)  # stepped by hand: once per update
+    module, optimizer = accelerator.prepare(module, optimizer)
+    module.train()
+    return params, module, optimizer, scheduler
+
+
+def _accumulate(job: TrainJob, module, micro: list[dict], accelerator) -> tuple[dict[str, float], float]:
+    """Forward and backward over this process's micro-batches of one step.
+
+    Returns every term's per-token mean over the global batch, and its number of real tokens.
+    """
+    obj, loss_cfg, world = OBJECTIVES[job.stage.objective], job.recipe.loss, accelerator.num_processes
+    weights = obj.weights(loss_cfg)
+    masks = [{**obj.masks(b, loss_cfg), "_tokens": nonpad_mask(b)} for b in micro]
+    local = torch.stack([sum(m[k].sum() for m in masks) for k in masks[0]]).double()
+    counts = dict(zip(masks[0], accelerator.reduce(local, "sum").tolist()))
+    sums: dict[str, torch.Tensor] = {}
+    for j, batch in enumerate(micro):
+        sync = contextlib.nullcontext() if j == len(micro) - 1 else accelerator.no_sync(module)
+        with sync:
+            with accelerator.autocast():
+                targets = obj.targets(job.teacher, batch, job.student)
+                terms = module(batch, targets)
+            loss = sum(w * terms[t] / max(counts[t.split(".")[0]], 1.0) for t, w in weights.items() if w)
+            accelerator.backward(loss * world)  # DDP divides by the process count
+        for t, v in terms.items():
+            sums[t] = sums.get(t, 0) + v.detach().double()
+    names = sorted(sums)
+    reduced = accelerator.reduce(torch.stack([sums[t] for t in names]), "sum").tolist()
+    return {t: s / max(counts[t.split(".")[0]], 1.0) for t, s in zip(names, reduced)}, counts["_tokens"]
+
+
+def _next(batches, stage: Stage) -> dict:
+    """The next micro-batch; an image that passed the header check but does not decode stops the run."""
+    from ..data import RecordError
+
+    try:
+        return next(batches)
+    except RecordError as e:
+        raise UserError(f"{stage.name}: {e}; checkpoints so far are kept (--strict decodes every image "
+                        "before training starts)") from None
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _clip(accelerator, params: dict, max_norm: float) -> float:
+    ps = list(params.values())
+    if max_norm > 0:
+        return float(accelerator.clip_grad_norm_(ps, max_norm))
+    grads = [p.grad.detach().float().norm() for p in ps if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _diverged(stage: Stage, step: int, what: str, value: float, work: Path) -> NonFiniteLoss:
+    ckpts = list_checkpoints(work)
+    keep = (f"the last good checkpoint is {ckpts[-1]} (--resume continues from it with the same recipe; "
+            "--force starts over, e.g. with a lower optim.lr)") if ckpts else "no checkpoint was written before it"
+    return NonFiniteLoss(f"{stage.name}: non-finite {what} ({value}) at step {step}; stopped before the "
+                         f"optimizer step, {keep}")
+
+
+def _save(job: TrainJob, params: dict, optimizer, scheduler, step: int, accelerator) -> None:
+    from accelerate.utils import gather_object
+
+    rngs = gather_object([rng_state()])
+    if accelerator.is_main_process:
+        lines = sum(1 for _ in (Path(job.work) / METRICS).open()) if (Path(job.work) / METRICS).exists() else 0
+        seen = {"samples_seen": step * job.recipe.train.global_batch, "dataset_size": len(job.dataset)}
+        save_checkpoint(job.work, step, params, optimizer, scheduler, rngs, lines, job.recipe.train.keep_checkpoints,
+                        seen)
+    accelerator.wait_for_everyone()
+
+
+def _resume(job: TrainJob, params: dict, optimizer, scheduler, rank: int, metrics: Path, accelerator, log) -> int:
+    ckpts = list_checkpoints(job.work)
+    if not ckpts:
+        if log:
+            log(f"{job.stage.name}: no checkpoint in {job.work}; starting from step 0")
+        if accelerator.is_main_process and metrics.exists():
+            metrics.unlink()
+        accelerator.wait_for_everyone()
+        return 0
+    state = load_checkpoint(ckpts[-1])
+    with torch.no_grad():
+        for name, p in params.items():
+            if name not in state["trainable"]:
+                raise UserError(f"checkpoint {ckpts[-1]} lacks {name}; it belongs to another stage or student")
+            p.copy_(state["trainable"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    if accelerator.is_main_process:  # drop metrics written after the checkpoint
+        kept = metrics.read_text().splitlines(keepends=True)[: state["metrics_lines"]] if metrics.exists() else []
+        tmp = metrics.with_name(f".{metrics.name}.tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(metrics)
+    accelerator.wait_for_everyone()
+    if log:
+        log(f"{job.stage.name}: resumed from {ckpts[-1]} (step {state['step']})")
+    return int(state["step"])

@@ -1,0 +1,68 @@
+"""Objectives as data: how the teacher side is computed, how the student side turns it into
+loss terms, which tokens normalise each term, and each term's weight.
+
+A term named ``"a.b"`` is normalised by the mask ``"a"``; terms without a weight are metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .layerwise import LayerwiseStudent, teacher_trace
+from .losses import ce_sum, kl_sum, label_mask, nonpad_mask
+from .schema import LossSection
+
+
+@dataclass(frozen=True)
+class Objective:
+    student: Callable[[nn.Module, LossSection], nn.Module]
+    """(student MMModel, loss settings) -> module with forward(batch, targets) -> {term: token sum}."""
+    targets: Callable[[nn.Module, dict, nn.Module], Any]
+    """(teacher, batch, student) -> the teacher side (no gradient)."""
+    masks: Callable[[dict, LossSection], dict[str, torch.Tensor]]
+    """(batch, loss settings) -> {mask name: (b, l) bool}; its count normalises the terms."""
+    weights: Callable[[LossSection], dict[str, float]]
+
+
+class KLStudent(nn.Module):
+    """forward(batch, teacher_logits) -> {"kl": sum of KL over kl tokens, "ce": sum of CE over labels}."""
+
+    def __init__(self, student: nn.Module, loss: LossSection):
+        super().__init__()
+        self.student, self.loss = student, loss
+
+    def forward(self, batch: dict, teacher_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.student(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"))
+        out = {"kl": kl_sum(logits, teacher_logits, kl_mask(batch, self.loss), self.loss.temperature)}
+        if batch.get("labels") is not None:
+            ce = ce_sum(logits, batch["labels"])
+            out["ce"] = ce if self.loss.ce_weight else ce.detach()
+        return out
+
+
+def kl_mask(batch: dict, loss: LossSection) -> torch.Tensor:
+    return nonpad_mask(batch) if loss.kl_tokens == "all" else label_mask(batch) & nonpad_mask(batch)
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, batch: dict, student: nn.Module) -> torch.Tensor:
+    return teacher(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"))
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "layerwise": Objective(
+        student=lambda student, loss: LayerwiseStudent(student, student.config.mamba_layers),
+        targets=lambda teacher, batch, student: teacher_trace(teacher, batch, student.config.mamba_layers),
+        masks=lambda batch, loss: {"mse": nonpad_mask(batch)},
+        weights=lambda loss: {"mse": loss.mse_factor},
+    ),
+    "kl": Objective(
+        student=KLStudent,
+        targets=teacher_logits,
+        masks=lambda batch, loss: {"kl": kl_mask(batch, loss), "ce": label_mask(batch) & nonpad_mask(batch)},
+        weights=lambda loss: {"kl": 1.0, "ce": loss.ce_weight},
+    ),
+}

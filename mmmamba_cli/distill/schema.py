@@ -1,0 +1,135 @@
+"""The distillation recipe: one typed schema shared by the three stages.
+
+Missing values come from the stage's defaults (``stages.STAGES[n].defaults``, the SPEC table),
+then the YAML file, then ``key=value`` overrides (see :mod:`mmmamba_cli.recipe`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class DataSection:
+    path: Optional[str] = None
+    """InternVL/VLM-SFT jsonl file, or ``easyvqa:train`` / ``easyvqa:test`` (written into the run dir)."""
+    image_root: Optional[str] = None
+    """Folder that relative image paths start from (default: the jsonl file's folder)."""
+    max_length: int = 2048
+    """Records longer than this many tokens are skipped and counted."""
+    strict: bool = False
+    """Stop at the first unreadable record (bad JSON, missing or undecodable image) with its line number."""
+    num_workers: int = 0
+    """DataLoader worker processes (image decoding)."""
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3
+    """Peak learning rate."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    """AdamW weight decay; never applied to biases, A_log, dt_bias or norm weights."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 = no clipping)."""
+    warmup: float = 0.1
+    """Warmup-Stable-Decay: fraction of the steps warming up linearly from 0."""
+    decay: float = 0.1
+    """Fraction of the steps decaying linearly to min_lr_ratio * lr, ending on the last step."""
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainSection:
+    steps: int = 20000
+    """Optimizer steps."""
+    global_batch: int = 128
+    """Sequences per optimizer step over all processes (= micro_batch * processes * accumulation)."""
+    micro_batch: int = 4
+    """Sequences per forward pass on one process."""
+    precision: Literal["no", "bf16", "fp16"] = "bf16"
+    """Autocast precision; master weights stay fp32."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available, else CPU (multi-process CPU runs use gloo)."""
+    seed: int = 0
+    """Seeds the data order and every RNG."""
+    threads: int = 0
+    """CPU threads per process for torch (0: leave torch's default)."""
+    save_every: int = 1000
+    """Write a checkpoint every this many steps (0: only the final model)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept while the stage runs; all are removed once the stage finishes."""
+
+
+@dataclass
+class LossSection:
+    mse_factor: float = 1000.0
+    """Stages 1-2: scale of the layer-wise MSE (averaged over Mamba layers and non-pad tokens)."""
+    temperature: float = 1.0
+    """Stage 3: softmax temperature of KL(teacher || student); the KL is multiplied by T^2."""
+    kl_tokens: Literal["all", "labels"] = "all"
+    """Stage 3: positions averaged in the KL: every non-pad position, or only those predicting a label."""
+    ce_weight: float = 0.0
+    """Stage 3: weight of a next-token cross-entropy on the labels, added to the KL."""
+
+
+@dataclass
+class DistillRecipe:
+    stage: Optional[int] = None
+    """The stage this recipe is written for (checked against --stage); null: any stage."""
+    teacher: Optional[str] = None
+    """Teacher model path (default: the ``source.teacher`` recorded in the student's config.json)."""
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    loss: LossSection = field(default_factory=LossSection)
+
+    def check(self) -> list[str]:
+        """Semantic errors (the types are already checked)."""
+        e, t, o = [], self.train, self.optim
+        positive = {"train.steps": t.steps, "train.global_batch": t.global_batch,
+                    "train.micro_batch": t.micro_batch, "data.max_length": self.data.max_length,
+                    "optim.lr": o.lr, "loss.temperature": self.loss.temperature}
+        e += [f"{k} must be > 0, got {v}" for k, v in positive.items() if not v > 0]
+        if t.micro_batch > 0 and t.global_batch % t.micro_batch:
+            e.append(f"train.global_batch {t.global_batch} is not a multiple of train.micro_batch {t.micro_batch}")
+        for k, v in {"optim.warmup": o.warmup, "optim.decay": o.decay, "optim.min_lr_ratio": o.min_lr_ratio}.items():
+            if not 0 <= v <= 1:
+                e.append(f"{k} must be within [0, 1], got {v}")
+        if o.warmup + o.decay > 1:
+            e.append(f"optim.warmup + optim.decay = {o.warmup + o.decay} > 1")
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            e.append(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        e += [f"{k} must be >= 0, got {v}" for k, v in {
+            "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.save_every": t.save_every,
+            "data.num_workers": self.data.num_workers, "loss.ce_weight": self.loss.ce_weight,
+            "train.threads": t.threads,
+            "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
+        if t.keep_checkpoints < 1:
+            e.append(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
+        if self.stage is not None and self.stage not in (1, 2, 3):
+            e.append(f"stage must be 1, 2 or 3, got {self.stage}")
+        return e
+
+
+def resolve_recipe(stage, recipe=None, overrides=None) -> DistillRecipe:
+    """A validated recipe for ``stage``: its defaults <- ``recipe`` <- ``overrides``.
+
+    ``recipe``: None, a name (``tiny`` finds ``recipes/tiny-stage{N}.yaml``, else ``tiny.yaml``),
+    a path, a dict, or a DistillRecipe (used as is, then overridden).
+    """
+    from ..errors import UserError
+    from ..recipe import build, load_recipe, merge, parse_overrides, to_dict
+
+    if isinstance(recipe, DistillRecipe):
+        r = build(DistillRecipe, merge(to_dict(recipe), parse_overrides(overrides)))
+    elif isinstance(recipe, dict):
+        r = build(DistillRecipe, merge(merge(stage.defaults, recipe), parse_overrides(overrides)))
+    else:
+        name = None if recipe is None else str(recipe)
+        r = load_recipe(DistillRecipe, name, overrides, base=stage.defaults,
+                        candidates=(f"{name}-stage{stage.number}", f"{name}") if name else ())
+    if r.stage is not None and r.stage != stage.number:
+        raise UserError(f"recipe {recipe} is written for stage {r.stage}, not stage {stage.number}")
+    return r
