@@ -45,6 +45,9 @@ def run_demo(recipe: DemoRecipe, out: str | Path, force: bool = False,
     from ..io.save import git_sha
     from ..recipe import to_dict
 
+    import torch
+
+    torch.set_num_threads(1)  # the default models are tiny: one thread is as fast, and robust on a busy CPU
     out = Path(out)
     check_output_dir(out, force)
     if out.exists():
