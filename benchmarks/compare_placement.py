@@ -34,7 +34,8 @@ def main() -> None:
         run = work / placement
         t0 = time.time()
         rep = hybridize_directory(args.student, run / "stage2", LayoutRequest(count=args.k, placement=placement),
-                                  teacher=teacher, data="easyvqa", force=True)
+                                  teacher=teacher, data="easyvqa" if placement == "auto" else None,
+                                  force=True)
         run_stage(run, 3, recipe="easyvqa", force=True)
         types = json.loads((run / "stage2" / "config.json").read_text())["layer_types"]
         rows[placement] = {"kept": [i for i, t in enumerate(types) if t == "attention"], "scores": rep.get("scores"),

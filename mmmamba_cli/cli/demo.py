@@ -41,4 +41,5 @@ def render(report: dict) -> None:
         t.add_row(f"prefill s @ {n}", *[b(k, "prefill_s", lambda v: f"{v:.3f}") for k in labels])
         t.add_row(f"decode ms/tok @ {n}", *[b(k, "decode_s_per_token", lambda v: f"{1000 * v:.2f}") for k in labels])
         t.add_row(f"peak MB @ {n}", *[b(k, "peak_mem_bytes", lambda v: f"{v / 2**20:.0f}") for k in labels])
+        t.add_row(f"decode state MB @ {n}", *[b(k, "cache_bytes", lambda v: f"{v / 2**20:.2f}") for k in labels])
     console.print(t)

@@ -36,7 +36,7 @@ def build_report(models: dict, ev: dict, bench: dict | None, timings: dict, reci
         row = _bench_at(rows, label, longest) if longest else None
         if row is not None:
             entry["bench"] = {k: row.get(k) for k in ("tokens", "prefill_s", "decode_s_per_token", "peak_mem_bytes",
-                                                       "oom")}
+                                                       "cache_bytes", "oom")}
         report[label] = entry
     report["bench"] = {"rows": rows, "longest_tokens": longest, "device": (bench or {}).get("device")}
     return report
@@ -63,6 +63,8 @@ def markdown(report: dict) -> str:
             cell(k, lambda e: f"{1000 * e['bench']['decode_s_per_token']:.2f}") for k in labels) + " |")
         lines.append(f"| peak memory (MB) @ {n} | " + " | ".join(
             cell(k, lambda e: f"{e['bench']['peak_mem_bytes'] / 2**20:.0f}") for k in labels) + " |")
+        lines.append(f"| decode state (KV / conv+SSM) MB @ {n} | " + " | ".join(
+            cell(k, lambda e: f"{e['bench']['cache_bytes'] / 2**20:.2f}") for k in labels) + " |")
     lines += ["", "Stage timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), "",
               "Reproduce: `make demo` (or `mmmamba demo --out runs/demo --force`).", ""]
     return "\n".join(lines)
@@ -86,8 +88,9 @@ def plot(report: dict, path: Path) -> None:
             continue
         xs = [t for t, _ in pts]
         axes[1].plot(xs, [1000 * (r["decode_s_per_token"] or float("nan")) for _, r in pts], "o-", label=kind)
-        axes[2].plot(xs, [(r["peak_mem_bytes"] or 0) / 2**20 for _, r in pts], "o-", label=kind)
-    for ax, title in ((axes[1], "decode ms / token"), (axes[2], "peak memory (MB)")):
+        axes[2].plot(xs, [(r.get("cache_bytes") or 0) / 2**20 for _, r in pts], "o-", label=kind)
+    axes[2].set_yscale("log")
+    for ax, title in ((axes[1], "decode ms / token"), (axes[2], "decode state: KV or conv+SSM (MB)")):
         ax.set_xscale("log")
         ax.set_xlabel("context tokens")
         ax.set_title(title)
