@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/mmmamba demo --out runs/demo
 
 bench: install
-	$(BIN)/mmmamba bench
+	$(BIN)/mmmamba bench --out runs/bench --force
 
 bench-ssd: install
 	$(BIN)/python benchmarks/bench_ssd.py --out benchmarks/results/ssd_cpu.json

@@ -25,3 +25,18 @@ AttnLayers = Annotated[Optional[str], typer.Option(
 
 def debug() -> bool:
     return os.environ.get("MMMAMBA_DEBUG", "") not in ("", "0")
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run a Typer app; a UserError becomes one line on stderr and exit code 2."""
+    import sys
+
+    from ..errors import UserError
+
+    try:
+        app(standalone_mode=True)
+    except UserError as e:
+        if debug():
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,14 +1,13 @@
 """`mmmamba distill`: run distillation stages inside a run directory, with a Rich progress bar."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from .common import DEFAULT_RUN_DIR, Force, RunDir, console, debug, err_console
+from .common import DEFAULT_RUN_DIR, Force, RunDir, console, err_console, run_app
 
 STAGE_CHOICES = ("1", "2", "3", "all")
 
@@ -82,14 +81,6 @@ class _progress_view:
 
 def main() -> None:
     """Entry point of `python -m mmmamba_cli.distill`: this command alone, errors as one line."""
-    from ..errors import UserError
-
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(command)
-    try:
-        app(standalone_mode=True)
-    except UserError as e:
-        if debug():
-            raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    run_app(app)

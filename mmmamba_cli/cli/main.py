@@ -1,11 +1,9 @@
 """Entry point: `mmmamba <command>`; known errors become one line on stderr and exit code 2."""
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from .common import debug, err_console
+from .common import run_app
 
 app = typer.Typer(name="mmmamba", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distil decoder-only (multimodal) Transformers into Mamba-2 and hybrid models.")
@@ -45,12 +43,4 @@ _register()
 
 
 def main() -> None:
-    from ..errors import UserError
-
-    try:
-        app(standalone_mode=True)
-    except UserError as e:
-        if debug():
-            raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    run_app(app)

@@ -8,13 +8,11 @@ Layout of the run directory::
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import UserError
 
 
 @dataclass
@@ -127,7 +125,4 @@ def _bench(teacher: Path, tokens: list[int], out: Path, log) -> dict:
 def demo_recipe_from(name_or_path: str | None, overrides: list[str]) -> DemoRecipe:
     from ..recipe import load_recipe
 
-    try:
-        return load_recipe(DemoRecipe, name_or_path, overrides)
-    except UserError:
-        raise
+    return load_recipe(DemoRecipe, name_or_path, overrides)

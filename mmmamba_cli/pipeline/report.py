@@ -1,7 +1,6 @@
 """The demo's side-by-side report: accuracy, retention, speed and memory, as JSON, markdown and PNG."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

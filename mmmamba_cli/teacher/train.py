@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
-from ..io.files import atomic_dir, write_json_atomic
+from ..io.files import atomic_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.model import MMModel
