@@ -46,7 +46,7 @@ def generate(model: MMModel, input_ids: torch.Tensor, pixel_values: torch.Tensor
     logits = model(input_ids, pixel_values, attention_mask, cache=cache, logits_to_keep=1)[:, -1]
     out: list[list[int]] = [[] for _ in range(b)]
     done = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
-    for _ in range(s.max_new_tokens):
+    for step in range(s.max_new_tokens):
         nxt = sample_next(logits, s, gen)
         for i in range(b):
             if not done[i]:
@@ -54,7 +54,7 @@ def generate(model: MMModel, input_ids: torch.Tensor, pixel_values: torch.Tensor
                     done[i] = True
                 else:
                     out[i].append(int(nxt[i]))
-        if bool(done.all()) or len(out[0]) >= s.max_new_tokens and all(len(o) >= s.max_new_tokens for o in out):
+        if bool(done.all()) or step == s.max_new_tokens - 1:
             break
         logits = model(nxt[:, None], cache=cache)[:, -1]
     return out
