@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one call (`make gpu-check`, or on a lent GPU machine: OUT=$OUT bash benchmarks/gpu_check.sh):
+# Every GPU check in one call (`make gpu-check`, or on a GPU machine: OUT=$OUT bash benchmarks/gpu_check.sh):
 #   1. kernel-vs-reference parity of the SSD scan and the decode step (outputs, final states,
 #      gradients; fp32 and bf16; lengths that are not multiples of the chunk size), the CUDA-graph
 #      decoder and batched evaluation on GPU (pytest -m gpu);
