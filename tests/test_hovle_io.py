@@ -147,3 +147,16 @@ def test_attn_layers_out_of_range(snapshot, tmp_path, spec):
 def test_missing_teacher_path(tmp_path):
     code, text = run("seed", tmp_path / "nope", "-o", tmp_path / "out")
     assert code == 2 and "does not exist" in text
+
+
+def test_large_models_are_written_in_shards_that_load_back(tmp_path):
+    from mmmamba_cli.io.save import save_model_dir
+
+    t = tiny_teacher()
+    out = save_model_dir(tmp_path / "sharded", t.config, t.state_dict(), shard_bytes=200_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and not (out / "model.safetensors").exists()
+    loaded, _ = load_model(out)
+    ids, pix = image_inputs(t.config)
+    with torch.no_grad():
+        assert torch.equal(t(ids, pix), loaded(ids, pix))
