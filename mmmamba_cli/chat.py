@@ -1,21 +1,12 @@
 """One-shot chat: a model directory, a prompt and an optional image in, the answer out."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .io.tokenizer import load_tokenizer
 from .model import SamplingSettings, generate
-
-
-def load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=True)
-    except Exception as e:  # noqa: BLE001 - any failure means no usable tokenizer
-        raise UserError(f"no usable tokenizer in {directory}: {str(e).splitlines()[0]}") from None
 
 
 def answer(model_path, prompt: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
@@ -25,7 +16,7 @@ def answer(model_path, prompt: str, image=None, max_new_tokens: int = 64, temper
     from .io.load import load_model
 
     model, info = load_model(model_path)
-    tok = load_tokenizer(info.tokenizer_dir or Path(model_path))
+    tok = load_tokenizer(info.tokenizer_dir, model_path)
     cfg = model.config
     pixels, tiles = None, []
     if image is not None:

@@ -73,20 +73,19 @@ def seed_directory(teacher_path, out, attn_layers=None, config_path=None, force:
     """
     from pathlib import Path
 
+    from .errors import UserError
     from .io.files import check_output_dir
-    from .io.load import load_state
+    from .io.load import check_state, load_state
     from .io.save import git_sha, save_model_dir
     from .model.layout import layer_types_for, parse_layer_list
+    from .model.model import MMModel
 
     check_output_dir(Path(out), force)
     teacher, sd, info = load_state(teacher_path, config_path)
     if teacher.mamba_layers:
-        from .errors import UserError
         raise UserError(f"{teacher_path} already has Mamba layers {teacher.mamba_layers}; seed needs an "
                         "all-attention teacher (use `mmmamba hybridize` to change a student's layout)")
     keep = parse_layer_list(attn_layers, teacher.num_layers)
-    from .io.load import check_state
-    from .model.model import MMModel
     with torch.device("meta"):
         check_state(MMModel(teacher), sd, str(teacher_path))
     config, state, report = seed_state(teacher, sd, layer_types_for(keep, teacher.num_layers), seed)

@@ -39,19 +39,6 @@ def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) ->
     return path
 
 
-def load_tokenizer(model_dir: Path):
-    """The tokenizer saved next to a model (HoVLE's sentencepiece one needs its own code)."""
-    from transformers import AutoTokenizer
-
-    model_dir = Path(model_dir)
-    if not any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
-        raise UserError(f"{model_dir} has no tokenizer files (tokenizer.json / tokenizer.model)")
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer of {model_dir}: {str(e).splitlines()[0]}") from None
-
-
 def load_dataset(path: Path, data: DataSection, tokenizer, config, log=None):
     """(SFTDataset, LoadStats); unreadable records are skipped and counted, or stop the run under strict."""
     from ..data import RecordError, load_sft_dataset

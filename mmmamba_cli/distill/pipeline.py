@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
+from ..io.tokenizer import load_tokenizer
 from ..recipe import to_dict
-from .data import load_dataset, load_tokenizer, resolve_data_path
+from .data import load_dataset, resolve_data_path
 from .loop import METRICS, StepReport, TrainJob, make_accelerator, train
 from .schema import DistillRecipe, resolve_recipe
 from .stages import Stage, get_stage

@@ -70,9 +70,11 @@ class MMModel(nn.Module):
             key_mask = None if valid is None or bool(valid.all()) else valid
             seq_len = int(positions.max()) + 1
         positions = positions.clamp(min=0)
-        ropes = {}
-        for name, shape in (("embed", self.config.embed_layer), ("llm", self.config.llm_layer)):
-            ropes[name] = rope_cos_sin(shape, positions, seq_len)
+        c = self.config
+        ropes = {"llm": rope_cos_sin(c.llm_layer, positions, seq_len)}
+        # the embedding module's layers share the LLM's tables unless their shape differs
+        ropes["embed"] = ropes["llm"] if c.embed_layer == c.llm_layer else rope_cos_sin(c.embed_layer, positions,
+                                                                                            seq_len)
         if valid is not None and bool(valid.all()):
             valid = None
         return ropes, key_mask, valid

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import torch
 
-from ..data import IM_END, build_prompt, build_word_tokenizer, collate, easyvqa_records, encode_conversation
+from ..data import build_prompt, build_word_tokenizer, collate, easyvqa_records, encode_conversation
 from ..data.images import load_image
 from ..model.config import VisionSettings
 
@@ -101,4 +101,4 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["EasyVQA", "IM_END", "easyvqa_tokenizer", "first_token_accuracy", "training_batch"]
+__all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "question_type", "training_batch"]

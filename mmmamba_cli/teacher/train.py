@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
+from ..distill.stages import decays
 from ..io.files import atomic_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
@@ -104,8 +105,8 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
         model.load_state_dict(read_state_dir(Path(r.init_from)))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "norm" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "norm" not in n)]
+    decay = [p for n, p in model.named_parameters() if decays(n)]
+    other = [p for n, p in model.named_parameters() if not decays(n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=r.lr, betas=(0.9, 0.95))
     order: list[int] = []
