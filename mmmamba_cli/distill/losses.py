@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.template import IGNORE_INDEX
+from ..ops.divergence import kl_sum
+
+__all__ = ["ce_sum", "kl_sum", "label_mask", "mse_sum", "nonpad_mask"]
 
 
 def nonpad_mask(batch: dict) -> torch.Tensor:
@@ -39,16 +42,6 @@ def mse_sum(y_student: torch.Tensor, y_teacher: torch.Tensor, mask: torch.Tensor
     """
     err = (y_student.float() - y_teacher.float()).pow(2).mean(-1)  # (b, l)
     return (err * mask).sum()
-
-
-def kl_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
-           temperature: float = 1.0) -> torch.Tensor:
-    """Sum over masked positions of T^2 * KL(softmax(t/T) || softmax(s/T)); logits (b, l, V)."""
-    s = student_logits[mask].float() / temperature  # (n, V)
-    t = teacher_logits[mask].float() / temperature
-    log_t = F.log_softmax(t, -1)
-    kl = (log_t.exp() * (log_t - F.log_softmax(s, -1))).sum(-1)  # (n,)
-    return kl.sum() * temperature ** 2
 
 
 def ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

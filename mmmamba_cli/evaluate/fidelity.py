@@ -18,6 +18,7 @@ import torch
 from ..data import collate
 from ..errors import UserError
 from ..model.model import MMModel
+from ..ops.divergence import token_stats
 from .items import EvalItem, Task
 from .predict import batches, pad_id
 from .prompts import prompt_inputs
@@ -61,14 +62,13 @@ def fidelity(teacher: MMModel, student: MMModel, tokenizer, task: Task, batch_si
         target = scored_targets(ids, mask, student.config.img_context_token_id)  # (b, L)
         first = torch.where(target.any(1), target.float().argmax(1), ids.shape[1] - 1).min()  # >= 1
         keep = ids.shape[1] - int(first) + 1  # logits from the first predicting position on
-        lt = teacher(ids, pixels, mask, logits_to_keep=keep)[:, :-1].float().log_softmax(-1)  # (b, keep-1, V)
-        ls = student(ids, pixels, mask, logits_to_keep=keep)[:, :-1].float().log_softmax(-1)
+        lt = teacher(ids, pixels, mask, logits_to_keep=keep)[:, :-1]  # (b, keep-1, V)
+        ls = student(ids, pixels, mask, logits_to_keep=keep)[:, :-1]
         tgt, m = ids[:, -(keep - 1):], target[:, -(keep - 1):]  # the tokens those logits predict
-        sums["kl"] += float(((lt.exp() * (lt - ls)).sum(-1) * m).sum())
-        sums["agree"] += float(((lt.argmax(-1) == ls.argmax(-1)) & m).sum())
-        sums["nll"] -= float((ls.gather(-1, tgt[..., None])[..., 0] * m).sum())
-        sums["teacher_nll"] -= float((lt.gather(-1, tgt[..., None])[..., 0] * m).sum())
-        count += int(m.sum())
+        stats = token_stats(ls, lt, m, targets=tgt)
+        for k in sums:
+            sums[k] += stats[k]
+        count += stats["tokens"]
         done += len(idx)
         if progress is not None:
             progress(done, len(task.items))

@@ -22,6 +22,7 @@ import torch
 from ..evaluate.fidelity import scored_targets
 from ..model.config import ATTENTION
 from ..model.model import MMModel
+from ..ops.divergence import token_stats
 
 
 @contextlib.contextmanager
@@ -53,13 +54,13 @@ def _layer(model: MMModel, i: int, h: torch.Tensor, prep) -> torch.Tensor:
     return model.layers[i](h, model.rope_for(ropes, i), key_mask, valid)
 
 
-def _logprobs(model: MMModel, h: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """(n, V) fp32 log-probabilities at the n selected positions of h (b, l, C)."""
-    return model.lm_head(model.norm(h)[sel]).float().log_softmax(-1)
+def _logits(model: MMModel, h: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """(n, V) logits at the n selected positions of h (b, l, C)."""
+    return model.lm_head(model.norm(h)[sel])
 
 
 def _kl_sum(lt: torch.Tensor, ls: torch.Tensor) -> float:
-    return float((lt.exp() * (lt - ls)).sum())
+    return token_stats(ls, lt)["kl"]
 
 
 def predicting_positions(batch: dict, image_token: int | None) -> torch.Tensor:
@@ -84,15 +85,15 @@ def layer_sensitivity(student: MMModel, teacher: MMModel, batches: Iterable[dict
         sel = predicting_positions(batch, student.config.img_context_token_id)
         if not sel.any():
             continue
-        lt = _logprobs(teacher, _inputs_per_layer(teacher, batch, keep=False)[1], sel)  # (n, V)
+        lt = _logits(teacher, _inputs_per_layer(teacher, batch, keep=False)[1], sel)  # (n, V)
         hs, h, prep = _inputs_per_layer(student, batch)
-        base += _kl_sum(lt, _logprobs(student, h, sel))
+        base += _kl_sum(lt, _logits(student, h, sel))
         for i in candidates:
             with attention_restored(student, teacher, i):
                 h = hs[i]
                 for j in range(i, len(student.layers)):
                     h = _layer(student, j, h, prep)
-            sums[i] += _kl_sum(lt, _logprobs(student, h, sel))
+            sums[i] += _kl_sum(lt, _logits(student, h, sel))
         tokens += int(sel.sum())
         if progress is not None:
             progress(n + 1)
