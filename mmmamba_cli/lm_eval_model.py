@@ -24,7 +24,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 from tqdm import tqdm
 
 from .data import collate
-from .evaluate.loading import load_for_eval
+from .io.pretrained import load_pretrained
 from .model.generate import SamplingSettings, generate
 
 NAME = "mmmamba"
@@ -41,7 +41,7 @@ class MMambaLM(TemplateLM):
         if str(device or "").startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s requested but CUDA is not available: running on the CPU", device)
             device = "cpu"
-        self.model, self.tokenizer, _ = load_for_eval(pretrained, device, dtype)
+        self.model, self.tokenizer, _ = load_pretrained(pretrained, device, dtype)
         self.pretrained = str(pretrained)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8  # "auto" -> 8
         self.max_length = int(max_length or self.model.config.llm_layer.max_position_embeddings)
