@@ -9,10 +9,10 @@ import torch
 
 from ..errors import UserError
 from ..model.config import PRESET_NAMES
+from ..model.device import DTYPES, resolve_device, resolve_dtype
 
 MODEL_KINDS = ("teacher", "linear", "hybrid")
 TEACHER_IMPLS = ("sdpa", "eager")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SWITCH = ("auto", "on", "off")
 DEFAULT_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -83,14 +83,10 @@ class BenchSettings:
         return self
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def resolved_dtype(self) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.bfloat16 if self.resolved_device().type == "cuda" else torch.float32
-        return DTYPES[self.dtype]
+        return resolve_dtype(self.dtype, self.resolved_device())
 
     def switch(self, name: str) -> bool:
         """Resolve an auto|on|off switch: auto means on for CUDA."""

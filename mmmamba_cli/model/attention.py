@@ -9,6 +9,7 @@ from torch import nn
 
 from .cache import KVState
 from .config import LayerShape
+from .layers import apply_rope
 
 
 class Attention(nn.Module):
@@ -31,8 +32,6 @@ class Attention(nn.Module):
 
         key_mask (b, kv_len) bool marks real keys (None: all real).
         """
-        from .layers import apply_rope
-
         b, l, _ = u.shape
         s = self.shape
         q = self.q_proj(u).view(b, l, s.num_heads, s.head_dim)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
 from ..distill.stages import decays
-from ..io.files import atomic_dir
+from ..io.files import atomic_dir, read_state_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.model import MMModel
@@ -101,7 +101,6 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     model = MMModel(config)
     init_weights(model, r.seed)
     if r.init_from:
-        from ..io.files import read_state_dir
         model.load_state_dict(read_state_dir(Path(r.init_from)))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
