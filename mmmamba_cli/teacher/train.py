@@ -21,6 +21,7 @@ from ..distill.stages import decays
 from ..io.files import atomic_dir, read_state_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
+from ..model.init import init_weights
 from ..model.model import MMModel
 from .easyvqa_data import EasyVQA, easyvqa_tokenizer, first_token_accuracy, training_batch
 
@@ -66,20 +67,6 @@ def teacher_config(r: TeacherRecipe, tokenizer) -> ModelConfig:
                        img_context_token_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, template="internlm2-chat")
-
-
-def init_weights(model: MMModel, seed: int) -> None:
-    """GPT-style init: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""
-    g = torch.Generator().manual_seed(seed)
-    std_out = 0.02 / math.sqrt(2 * len(model.layers))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() < 2 or "norm" in name:
-                if name.endswith("bias"):
-                    p.zero_()
-                continue
-            std = std_out if name.endswith(("o_proj.weight", "w2.weight")) else 0.02
-            p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def lr_at(step: int, r: TeacherRecipe) -> float:
