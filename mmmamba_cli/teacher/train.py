@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
 from ..distill.stages import decays
-from ..io.files import atomic_dir, read_state_dir
+from ..io.files import atomic_dir, check_output_dir, read_state_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
@@ -78,6 +78,7 @@ def lr_at(step: int, r: TeacherRecipe) -> float:
 
 def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print,
                   checkpoint: str | Path | None = None) -> dict:
+    check_output_dir(Path(out), force)  # fail before training, not after it
     if r.threads:
         torch.set_num_threads(r.threads)
     torch.set_flush_denormal(True)
