@@ -33,7 +33,7 @@ FLAGS = {"attn_layers": "--attn-layers", "every": "--every/--offset"}
 @contextlib.contextmanager
 def option_errors():
     """Re-raise a LayoutError as a UserError that names the command-line option."""
-    from ..model.layout import LayoutError
+    from ..model.layout import LayoutError  # deferred: model/ imports torch (keeps --help fast)
 
     try:
         yield
