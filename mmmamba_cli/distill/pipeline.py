@@ -140,4 +140,3 @@ def _write_output(out: Path, work: Path, student, dtype, student_dir: Path, reso
         if (work / METRICS).exists():
             shutil.copy2(work / METRICS, tmp / METRICS)
     shutil.rmtree(work, ignore_errors=True)
-

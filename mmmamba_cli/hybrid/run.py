@@ -15,8 +15,8 @@ from ..io.student import recorded_teacher
 from ..io.student import student_config as read_student_config
 from ..io.tokenizer import load_tokenizer
 from ..model.config import ModelConfig
-from ..model.device import resolve_device, resolve_dtype
 from ..model.compat import check_teacher
+from ..model.device import resolve_device, resolve_dtype
 from .build import hybrid_state
 from .calibration import EASYVQA, calibration_batches, calibration_items
 from .placement import AUTO, LayoutRequest, check_count, resolve_layers

@@ -200,4 +200,3 @@ def hf_to_ours(sd: dict[str, torch.Tensor], where: Path | str = "") -> dict[str,
     if unexpected:
         raise UserError(f"{where}: unexpected tensor(s) for a Llama-family model: {', '.join(sorted(unexpected)[:8])}")
     return out
-

@@ -26,6 +26,8 @@ def recorded_teacher(config: ModelConfig, teacher: str | Path | None, student: s
                      ) -> tuple[Path, Path | None]:
     """(teacher path, its config.json for a bare state-dict file): ``teacher`` or the one the student records."""
     if teacher is not None:
+        if not Path(teacher).exists():
+            raise UserError(f"teacher {teacher} does not exist")
         return Path(teacher), None
     recorded = config.source.get("teacher")
     if not recorded:
