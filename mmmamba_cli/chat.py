@@ -1,20 +1,18 @@
 """One-shot chat: a model directory, a prompt and an optional image in, the answer out."""
 from __future__ import annotations
 
-
 import torch
 
+from .data import build_prompt, load_image
+from .data.errors import RecordError
 from .errors import UserError
+from .io.load import load_model
 from .io.tokenizer import load_tokenizer
 from .model import SamplingSettings, generate
 
 
 def answer(model_path, prompt: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
            top_p: float = 1.0, seed: int = 0) -> str:
-    from .data import build_prompt, load_image
-    from .data.errors import RecordError
-    from .io.load import load_model
-
     model, info = load_model(model_path)
     tok = load_tokenizer(info.tokenizer_dir, model_path)
     cfg = model.config

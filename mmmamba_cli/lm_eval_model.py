@@ -23,8 +23,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from .data import collate
-from .evaluate.loading import load_for_eval
+from .data import IM_END, IM_START, collate
+from .io.pretrained import load_pretrained
 from .model.generate import SamplingSettings, generate
 
 NAME = "mmmamba"
@@ -41,7 +41,7 @@ class MMambaLM(TemplateLM):
         if str(device or "").startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s requested but CUDA is not available: running on the CPU", device)
             device = "cpu"
-        self.model, self.tokenizer, _ = load_for_eval(pretrained, device, dtype)
+        self.model, self.tokenizer, _ = load_pretrained(pretrained, device, dtype)
         self.pretrained = str(pretrained)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8  # "auto" -> 8
         self.max_length = int(max_length or self.model.config.llm_layer.max_position_embeddings)
@@ -84,9 +84,7 @@ class MMambaLM(TemplateLM):
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
                                                       add_generation_prompt=add_generation_prompt)
-        from .data import IM_END, IM_START  # the internlm2-chat template of HoVLE
-
-        text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}" for m in chat_history)
+        text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}" for m in chat_history)  # HoVLE: internlm2-chat
         return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -185,7 +183,7 @@ register()
 
 def main(argv: list[str] | None = None) -> None:
     """lm-eval's own command line, with ``--model mmmamba`` available."""
-    from lm_eval.__main__ import cli_evaluate
+    from lm_eval.__main__ import cli_evaluate  # deferred: only for the command line
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]

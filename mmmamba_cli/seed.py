@@ -6,11 +6,18 @@ come from :meth:`Mamba2.reset_new_parameters`. Every move and every new tensor i
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
+from .errors import UserError
+from .io.files import check_output_dir
+from .io.load import check_state, load_state
+from .io.save import git_sha, save_model_dir
 from .model.config import ATTENTION, MAMBA, ModelConfig
+from .model.layout import layer_types_for, parse_layer_list
 from .model.mamba2 import Mamba2
+from .model.model import MMModel
 
 # attention role -> Mamba-2 role, inside ``layers.{i}.``
 SEED_MAP = {
@@ -71,15 +78,6 @@ def seed_directory(teacher_path, out, attn_layers=None, config_path=None, force:
 
     Returns the seed report (also written to ``out/seed_report.json``).
     """
-    from pathlib import Path
-
-    from .errors import UserError
-    from .io.files import check_output_dir
-    from .io.load import check_state, load_state
-    from .io.save import git_sha, save_model_dir
-    from .model.layout import layer_types_for, parse_layer_list
-    from .model.model import MMModel
-
     check_output_dir(Path(out), force)
     teacher, sd, info = load_state(teacher_path, config_path)
     if teacher.mamba_layers:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..data import build_prompt
+from ..io.tokenizer import load_tokenizer
 from ..model.cache import HybridCache, KVState
 from ..model.generate import SamplingSettings, generate
 from ..model.model import MMModel
@@ -33,9 +35,6 @@ def prompt_inputs(model: MMModel, tokenizer_dir: Path | None, device: torch.devi
     n_img, s = c.vision.tokens_per_tile, c.vision.image_size
     pixels = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(seed)).to(device)
     if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer_config.json").exists():
-        from ..data import build_prompt
-        from ..io.tokenizer import load_tokenizer
-
         tok = load_tokenizer(Path(tokenizer_dir))
         ids = build_prompt(tok, f"<image>\n{QUESTION}", [1], n_img, c.system_prompt)
         return torch.tensor([ids], device=device), pixels, "chat template, model tokenizer"

@@ -81,6 +81,6 @@ class PeakMemory:
             return int(torch.cuda.max_memory_allocated(self.device))
         if self.method.startswith("rss: VmHWM"):
             return max(_status_kib("VmHWM") * 1024 - self.base, 0) + self.resident
-        import resource
+        import resource  # deferred: Unix only
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,7 +1,7 @@
 """The benchmarked models: teacher, linear student and hybrid, at a preset's or a directory's shapes.
 
 Speed and memory do not depend on the weight values, so the variants are randomly initialised
-(normal, std 0.02; norms 1; the Mamba-2 parameters by their own seeding rule). With ``--model DIR``
+(:func:`mmmamba_cli.model.init.init_weights`). With ``--model DIR``
 the variant of DIR's own kind runs DIR's weights and the others random weights of its shapes.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from ..io.load import config_from_json, load_model, read_config_json
-from ..model.attention import Attention
+from ..model.attention import set_attention_impl  # noqa: F401 - part of this module's API
 from ..model.config import ModelConfig, preset
+from ..model.init import init_weights
 from ..model.layout import every, layer_types_for
-from ..model.mamba2 import Mamba2
 from ..model.model import MMModel
 
 # kind -> the global layers kept as softmax attention, given the number of layers
@@ -42,22 +42,6 @@ def variant_config(base: ModelConfig, kind: str, impl: str = "auto") -> ModelCon
     return cfg
 
 
-@torch.no_grad()
-def random_init(model: MMModel, seed: int) -> MMModel:
-    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            p.fill_(1.0)
-        elif name.endswith(".bias"):
-            p.zero_()
-        else:
-            p.normal_(0.0, 0.02, generator=g)
-    for m in model.modules():
-        if isinstance(m, Mamba2):
-            m.reset_new_parameters()
-    return model
-
-
 def build_variant(base: ModelConfig, kind: str, device: torch.device, dtype: torch.dtype,
                   impl: str = "auto", seed: int = 0, model_dir: Path | None = None) -> MMModel:
     """An eval-mode model of ``kind``; DIR's weights when DIR holds that kind, else random."""
@@ -67,15 +51,8 @@ def build_variant(base: ModelConfig, kind: str, device: torch.device, dtype: tor
     else:
         with torch.device("meta"):
             model = MMModel(cfg).to(dtype)
-        model = random_init(model.to_empty(device=device), seed)
+        model = init_weights(model.to_empty(device=device), seed)
     return model.eval().requires_grad_(False)
-
-
-def set_attention_impl(model: MMModel, impl: str) -> None:
-    """sdpa | eager on every attention mixer (an instance attribute shadowing the class default)."""
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.impl = impl
 
 
 def weight_bytes(model: MMModel) -> int:

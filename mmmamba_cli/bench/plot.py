@@ -8,7 +8,7 @@ PANELS = (("prefill_s", "prefill (s)", 1.0), ("decode_s_per_token", "decode (ms 
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # deferred: slow to import, only for the figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..io.files import atomic_dir, check_output_dir, write_json_atomic
+from ..io.files import atomic_dir, write_json_atomic
 from .bandwidth import card_bandwidth
 from .cell import describe, free_memory, is_oom, measure_cell, random_ids
 from .env import environment, load_average
@@ -120,11 +120,6 @@ def _line(r: dict) -> str:
         return f"{r['model']:>8} {r['tokens']:>7} tokens: FAILED {r['error']}"
     return (f"{r['model']:>8} {r['tokens']:>7} tokens: prefill {r['prefill_s']:.4g} s, decode "
             f"{r['decode_s_per_token'] * 1e3:.4g} ms/token, peak {r['peak_mem_bytes'] / 2 ** 20:.0f} MiB")
-
-
-def check_out(out: Path, force: bool) -> None:
-    """Fail before measuring, not after, when the output directory is taken."""
-    check_output_dir(out, force)
 
 
 def failures(result: dict) -> list[str]:

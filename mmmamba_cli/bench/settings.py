@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..model.config import PRESET_NAMES
+from ..model.attention import ATTENTION_IMPLS
+from ..model.config import PRESETS
+from ..model.device import DTYPES, resolve_device, resolve_dtype
 
 MODEL_KINDS = ("teacher", "linear", "hybrid")
-TEACHER_IMPLS = ("sdpa", "eager")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TEACHER_IMPLS = ATTENTION_IMPLS
 SWITCH = ("auto", "on", "off")
 DEFAULT_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -58,8 +59,8 @@ class BenchSettings:
         if bad or not self.models:
             errors.append(f"--models: unknown {bad} (choose from {', '.join(MODEL_KINDS)})" if bad
                           else "--models: give at least one model")
-        if self.model_dir is None and self.size not in PRESET_NAMES:
-            errors.append(f"--size {self.size!r}: choose one of {', '.join(PRESET_NAMES)}")
+        if self.model_dir is None and self.size not in PRESETS:
+            errors.append(f"--size {self.size!r}: choose one of {', '.join(PRESETS)}")
         if self.model_dir is not None and not Path(self.model_dir).exists():
             errors.append(f"--model {self.model_dir}: no such directory")
         if self.dtype != "auto" and self.dtype not in DTYPES:
@@ -83,14 +84,10 @@ class BenchSettings:
         return self
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def resolved_dtype(self) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.bfloat16 if self.resolved_device().type == "cuda" else torch.float32
-        return DTYPES[self.dtype]
+        return resolve_dtype(self.dtype, self.resolved_device())
 
     def switch(self, name: str) -> bool:
         """Resolve an auto|on|off switch: auto means on for CUDA."""

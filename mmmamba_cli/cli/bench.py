@@ -50,8 +50,9 @@ def command(
     seed: Seed = 0,
 ) -> None:
     """Benchmark prefill latency, per-token decode latency and peak memory against context length."""
-    from ..bench.runner import check_out, failures, run_bench, write_results
+    from ..bench.runner import failures, run_bench, write_results
     from ..errors import UserError
+    from ..io.files import check_output_dir
     from ..bench.settings import BenchSettings, parse_models, parse_tokens
 
     out = out if out is not None else DEFAULT_OUT
@@ -60,7 +61,7 @@ def command(
         device=device, teacher_impl=teacher_impl, decode_steps=steps, warmup_steps=warmup, repeats=repeats,
         fixed_prompt=fixed_prompt, new_tokens=new_tokens, graphs=graphs, compile=compile_step, impl=impl,
         threads=threads, bandwidth=bandwidth * 1e9 if bandwidth else None, seed=seed).validate()
-    check_out(out, force)
+    check_output_dir(out, force)  # fail before measuring, not after
     cmd = "mmmamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_bench(settings, log=lambda m: console.print(f"[dim]{m}"), command=cmd)
     write_results(result, out, force)

@@ -1,12 +1,15 @@
 """Shared option aliases, console and error handling for the commands."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+
+from ..errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -23,6 +26,21 @@ AttnLayers = Annotated[Optional[str], typer.Option(
     "--attn-layers", help="Global layer indices kept as softmax attention, e.g. 0,4,8 (default: none).")]
 
 
+# library inputs -> the options that carry them, for errors that name an input (model.layout.LayoutError)
+FLAGS = {"attn_layers": "--attn-layers", "every": "--every/--offset"}
+
+
+@contextlib.contextmanager
+def option_errors():
+    """Re-raise a LayoutError as a UserError that names the command-line option."""
+    from ..model.layout import LayoutError  # deferred: model/ imports torch (keeps --help fast)
+
+    try:
+        yield
+    except LayoutError as e:
+        raise UserError(f"{FLAGS.get(e.field, e.field)}: {e}") from None
+
+
 def debug() -> bool:
     return os.environ.get("MMMAMBA_DEBUG", "") not in ("", "0")
 
@@ -30,8 +48,6 @@ def debug() -> bool:
 def run_app(app: typer.Typer) -> None:
     """Run a Typer app; a UserError becomes one line on stderr and exit code 2."""
     import sys
-
-    from ..errors import UserError
 
     try:
         app(standalone_mode=True)

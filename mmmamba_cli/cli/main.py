@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import typer
 
+from . import bench, demo, distill, evaluate, generate, hybridize, info, train_teacher
+from . import seed as seed_cmd
 from .common import run_app
 
 app = typer.Typer(name="mmmamba", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -23,23 +25,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Distil decoder-only (multimodal) Transformers into Mamba-2 and hybrid models."""
 
 
-def _register() -> None:
-    from . import seed as seed_cmd
-
-    app.command("seed")(seed_cmd.seed)
-    for module, name in (("distill", "distill"), ("hybridize", "hybridize"), ("evaluate", "eval"),
-                         ("bench", "bench"), ("demo", "demo"), ("generate", "generate"), ("info", "info"),
-                         ("train_teacher", "train-teacher")):
-        try:
-            mod = __import__(f"mmmamba_cli.cli.{module}", fromlist=["command"])
-        except ModuleNotFoundError as e:
-            if e.name != f"mmmamba_cli.cli.{module}":
-                raise
-            continue
-        app.command(name)(mod.command)
-
-
-_register()
+app.command("seed")(seed_cmd.seed)
+for _name, _module in (("distill", distill), ("hybridize", hybridize), ("eval", evaluate), ("bench", bench),
+                       ("demo", demo), ("generate", generate), ("info", info), ("train-teacher", train_teacher)):
+    app.command(_name)(_module.command)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEFAULT_RUN_DIR, AttnLayers, ConfigPath, Force, Out, Seed, console
+from .common import DEFAULT_RUN_DIR, AttnLayers, ConfigPath, Force, Out, Seed, console, option_errors
 
 
 def seed(
@@ -27,7 +27,10 @@ def seed(
 
     teacher = teacher if teacher is not None else default_teacher()
     out = out if out is not None else run_dir / "seed"
-    report = seed_directory(teacher, out, attn_layers, config, force, seed, log=lambda m: console.print(f"[dim]{m}"))
-    console.print(f"seeded [bold]{len(report['new']) // 7}[/] Mamba-2 layers "
+    with option_errors():
+        report = seed_directory(teacher, out, attn_layers, config, force, seed,
+                                log=lambda m: console.print(f"[dim]{m}"))
+    mamba = len(report["layer_types"]) - len(report["attention_layers"])
+    console.print(f"seeded [bold]{mamba}[/] Mamba-2 layers "
                   f"({len(report['moved'])} tensors moved, {len(report['new'])} new), "
                   f"attention kept at {report['attention_layers'] or 'none'} -> [bold]{out}[/]")

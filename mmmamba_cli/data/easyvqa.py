@@ -5,13 +5,13 @@ import json
 import os
 from pathlib import Path
 
+import easy_vqa
+
 SPLITS = ("train", "test")
 
 
 def easyvqa_records(split: str = "train") -> list[dict]:
     """``{"image": absolute path, "conversations": [human, gpt], "question", "answer"}`` per question."""
-    import easy_vqa
-
     if split not in SPLITS:
         raise ValueError(f"unknown easy-vqa split {split!r}; choose one of: {', '.join(SPLITS)}")
     questions, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
@@ -37,6 +37,4 @@ def write_easyvqa_jsonl(split: str, path: str | Path) -> Path:
 
 def easyvqa_answers() -> list[str]:
     """The 13 possible answers (shapes, colours, yes/no), in the package's order."""
-    import easy_vqa
-
     return easy_vqa.get_answers()

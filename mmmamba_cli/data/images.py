@@ -8,6 +8,7 @@ Pixels are scaled to [0, 1] and normalised with the ImageNet mean and std.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -75,25 +76,41 @@ def normalize(tiles: list[Image.Image]) -> torch.Tensor:
     return ((x - mean) / std).contiguous()
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Fully decode an image file as RGB; ``RecordError`` names the file if that fails."""
-    _check_exists(path)
+ImageSource = str | os.PathLike | bytes  # a file, or an image's encoded bytes (e.g. a TSV's base64 column)
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """Fully decode an image as RGB; ``RecordError`` names the file if that fails."""
     try:
-        with Image.open(path) as image:
+        with _open(source) as image:
             image.load()
             return image.convert("RGB")
+    except RecordError:
+        raise
     except Exception as exc:  # PIL raises many kinds on corrupt files
-        raise RecordError(f"cannot decode image {path}: {_one_line(exc)}") from None
+        raise RecordError(f"cannot decode image{_name(source)}: {_one_line(exc)}") from None
 
 
-def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the file header only (cheap); ``RecordError`` if unreadable."""
-    _check_exists(path)
+def read_image_size(source: ImageSource) -> tuple[int, int]:
+    """(width, height) from the header only (cheap); ``RecordError`` if unreadable."""
     try:
-        with Image.open(path) as image:
+        with _open(source) as image:
             return image.size
+    except RecordError:
+        raise
     except Exception as exc:
-        raise RecordError(f"cannot decode image {path}: {_one_line(exc)}") from None
+        raise RecordError(f"cannot decode image{_name(source)}: {_one_line(exc)}") from None
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, bytes):
+        return Image.open(io.BytesIO(source))
+    _check_exists(source)
+    return Image.open(source)
+
+
+def _name(source: ImageSource) -> str:
+    return "" if isinstance(source, bytes) else f" {source}"
 
 
 def load_image(path_or_pil: str | os.PathLike | Image.Image, vision: VisionSettings) -> torch.Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import RecordError, collate, load_sft_dataset, write_easyvqa_jsonl
 from ..errors import UserError
 from .schema import DataSection
 
@@ -24,8 +25,6 @@ def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) ->
         raise UserError("no training data: pass --data FILE.jsonl or --data easyvqa:train, or a recipe that "
                         "sets data.path (e.g. --recipe easyvqa)")
     if spec.startswith(EASYVQA_PREFIX):
-        from ..data import write_easyvqa_jsonl
-
         split = spec[len(EASYVQA_PREFIX):]
         if split not in ("train", "test"):
             raise UserError(f"data {spec!r}: the easy-vqa splits are train and test")
@@ -41,8 +40,6 @@ def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) ->
 
 def load_dataset(path: Path, data: DataSection, tokenizer, config, log=None):
     """(SFTDataset, LoadStats); unreadable records are skipped and counted, or stop the run under strict."""
-    from ..data import RecordError, load_sft_dataset
-
     try:
         dataset, stats = load_sft_dataset(path, tokenizer, config, data.image_root, data.max_length, data.strict)
     except RecordError as e:
@@ -98,8 +95,6 @@ class PlanSampler(torch.utils.data.Sampler):
 
 
 def make_loader(dataset, plan: BatchPlan, start: int, stop: int, rank: int, pad_token_id: int, num_workers: int):
-    from ..data import collate
-
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=PlanSampler(plan, start, stop, rank), num_workers=num_workers,
         collate_fn=functools.partial(collate, pad_token_id=pad_token_id, padding_side="right"))

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..data import RecordError
 from ..errors import UserError
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import BatchPlan, make_loader
@@ -64,7 +65,7 @@ class TrainJob:
 
 def make_accelerator(train: TrainSection):
     """An Accelerator for these settings (CPU multi-process runs use gloo)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # deferred: slow to import
     from accelerate.state import AcceleratorState
 
     cpu = train.device == "cpu" or (train.device == "auto" and not torch.cuda.is_available())
@@ -166,8 +167,6 @@ def _accumulate(job: TrainJob, module, micro: list[dict], accelerator) -> tuple[
 
 def _next(batches, stage: Stage) -> dict:
     """The next micro-batch; an image that passed the header check but does not decode stops the run."""
-    from ..data import RecordError
-
     try:
         return next(batches)
     except RecordError as e:
@@ -196,7 +195,7 @@ def _diverged(stage: Stage, step: int, what: str, value: float, work: Path) -> N
 
 
 def _save(job: TrainJob, params: dict, optimizer, scheduler, step: int, accelerator) -> None:
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object  # deferred: slow to import
 
     rngs = gather_object([rng_state()])
     if accelerator.is_main_process:

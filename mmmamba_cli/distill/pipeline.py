@@ -16,7 +16,13 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
+from ..io.files import atomic_dir, write_json_atomic
+from ..io.load import load_model
+from ..io.save import git_sha, write_model_files
+from ..io.student import recorded_teacher, student_config
 from ..io.tokenizer import load_tokenizer
+from ..model.compat import check_teacher
+from ..model.device import resolve_dtype
 from ..recipe import to_dict
 from .data import load_dataset, resolve_data_path
 from .loop import METRICS, StepReport, TrainJob, make_accelerator, train
@@ -48,8 +54,8 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
         r = dataclasses.replace(r, teacher=str(teacher))
     out, work = Path(out), work_dir_for(Path(out))
     _check_dirs(stage, out, work, resume, force)
-    config = _student_config(Path(student), stage)
-    teacher_path = _teacher_path(r, config.source, Path(student))
+    config = student_config(Path(student))
+    teacher_path, _ = recorded_teacher(config, r.teacher, Path(student))
     if r.train.threads:
         torch.set_num_threads(r.train.threads)
     accelerator = make_accelerator(r.train)
@@ -61,7 +67,7 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
     teacher_model = _load_teacher(teacher_path, student_model, r)
     resolved = {"command": "distill", "stage": stage.number, "student": str(Path(student).resolve()),
                 "teacher": str(teacher_path), "data": str(data_path), "out": str(out),
-                "recipe": to_dict(r), "data_stats": dataclasses.asdict(stats), "git_sha": _git_sha()}
+                "recipe": to_dict(r), "data_stats": dataclasses.asdict(stats), "git_sha": git_sha()}
     if main:
         _prepare_work(work, resume, resolved)
     accelerator.wait_for_everyone()
@@ -83,48 +89,17 @@ def _check_dirs(stage: Stage, out: Path, work: Path, resume: bool, force: bool) 
                         "or --force to start over")
 
 
-def _student_config(path: Path, stage: Stage):
-    """The student's config (read before any weights, so bad input fails fast)."""
-    from ..io.load import config_from_json, read_config_json
-
-    config = config_from_json(read_config_json(path / "config.json"), path / "config.json")
-    if not config.mamba_layers:
-        raise UserError(f"{path} has no Mamba-2 layer: {stage.name} needs a seeded student "
-                        "(`mmmamba seed`), not a teacher")
-    return config
-
-
 def _load_student(path: Path):
     """(model in fp32 for training, the dtype it was stored in)."""
-    from ..io.load import load_model
-
     model, _ = load_model(path)
     dtype = next(model.parameters()).dtype
     return model.float(), dtype
 
 
-def _teacher_path(r: DistillRecipe, source: dict, student: Path) -> Path:
-    path = r.teacher or source.get("teacher")
-    if not path:
-        raise UserError(f"{student}/config.json records no teacher; pass --teacher PATH")
-    if not Path(path).exists():
-        raise UserError(f"teacher {path} (recorded in {student}/config.json) not found; pass --teacher PATH")
-    return Path(path)
-
-
 def _load_teacher(path: Path, student, r: DistillRecipe):
-    from ..io.load import load_model
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(r.train.precision, torch.float32)
+    dtype = resolve_dtype(r.train.precision) if r.train.precision != "no" else torch.float32
     model, _ = load_model(path, dtype=dtype)
-    c, s = model.config, student.config
-    if c.mamba_layers:
-        raise UserError(f"teacher {path} has Mamba layers {c.mamba_layers}; the teacher must be all attention")
-    mine = (c.num_layers, c.hidden_size, c.vocab_size, c.num_embed_layers)
-    theirs = (s.num_layers, s.hidden_size, s.vocab_size, s.num_embed_layers)
-    if mine != theirs:
-        raise UserError(f"teacher {path} (layers, hidden, vocab, embedding layers) = {mine} does not match "
-                        f"the student's {theirs}")
+    check_teacher(model.config, student.config, f"teacher {path}")
     return model
 
 
@@ -141,8 +116,6 @@ def _prepare_work(work: Path, resume: bool, resolved: dict) -> None:
             changes = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in diff)
             raise UserError(f"cannot resume {work}: the recipe changed ({changes}); use --force to start over")
     work.mkdir(parents=True, exist_ok=True)
-    from ..io.files import write_json_atomic
-
     write_json_atomic(saved, resolved)
 
 
@@ -155,9 +128,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _write_output(out: Path, work: Path, student, dtype, student_dir: Path, resolved: dict, summary: dict,
                   force: bool) -> None:
-    from ..io.files import atomic_dir
-    from ..io.save import write_model_files
-
     config = dataclasses.replace(student.config, source=dict(student.config.source))
     config.source["teacher"] = resolved["teacher"]
     config.source.setdefault("distill", [])
@@ -170,9 +140,3 @@ def _write_output(out: Path, work: Path, student, dtype, student_dir: Path, reso
         if (work / METRICS).exists():
             shutil.copy2(work / METRICS, tmp / METRICS)
     shutil.rmtree(work, ignore_errors=True)
-
-
-def _git_sha() -> str:
-    from ..io.save import git_sha
-
-    return git_sha()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
+from ..recipe import merge, parse_overrides
 from .loop import StepReport
 from .pipeline import distill_model, work_dir_for
 from .schema import DistillRecipe, resolve_recipe
@@ -17,8 +18,6 @@ from .stages import STAGES, Stage, get_stage
 
 def cli_overrides(data=None, image_root=None, strict: bool | None = None, overrides=None) -> dict:
     """Options (--data, --image-root, --strict) plus ``key=value`` overrides as one override dict."""
-    from ..recipe import merge, parse_overrides
-
     opts = {"path": str(data) if data is not None else None,
             "image_root": str(image_root) if image_root is not None else None, "strict": strict}
     section = {k: v for k, v in opts.items() if v is not None}

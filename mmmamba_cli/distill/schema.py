@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from ..errors import UserError
+from ..recipe import build, load_recipe, merge, parse_overrides, to_dict
+
 
 @dataclass
 class DataSection:
@@ -119,9 +122,6 @@ def resolve_recipe(stage, recipe=None, overrides=None) -> DistillRecipe:
     ``recipe``: None, a name (``tiny`` finds ``recipes/tiny-stage{N}.yaml``, else ``tiny.yaml``),
     a path, a dict, or a DistillRecipe (used as is, then overridden).
     """
-    from ..errors import UserError
-    from ..recipe import build, load_recipe, merge, parse_overrides, to_dict
-
     if isinstance(recipe, DistillRecipe):
         r = build(DistillRecipe, merge(to_dict(recipe), parse_overrides(overrides)))
     elif isinstance(recipe, dict):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..errors import UserError
+
 # Mamba-2 mixer roles (first component of a parameter name inside ``layers.{i}.mixer``)
 NEW = ("conv1d", "dt_proj", "dt_bias", "A_log", "z_proj", "norm")  # parameters attention does not have
 INHERITED_QKV = ("C_proj", "B_proj", "x_proj")  # W_Q, W_K, W_V
@@ -64,8 +66,6 @@ STAGES: dict[int, Stage] = {
 
 
 def get_stage(number: int) -> Stage:
-    from ..errors import UserError
-
     if number not in STAGES:
         raise UserError(f"unknown stage {number}; choose 1, 2, 3 or all")
     return STAGES[number]

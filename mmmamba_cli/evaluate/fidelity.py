@@ -16,19 +16,13 @@ from collections.abc import Callable
 import torch
 
 from ..data import collate
-from ..errors import UserError
+from ..data.scoring import scored_targets
+from ..model.compat import check_vocabulary
 from ..model.model import MMModel
 from ..ops.divergence import token_stats
 from .items import EvalItem, Task
 from .predict import batches, pad_id
 from .prompts import prompt_inputs
-
-
-def check_compatible(teacher: MMModel, student: MMModel, where: str) -> None:
-    t, s = teacher.config, student.config
-    if (t.vocab_size, t.img_context_token_id) != (s.vocab_size, s.img_context_token_id):
-        raise UserError(f"{where}: vocabulary ({s.vocab_size}, image token {s.img_context_token_id}) differs from "
-                        f"the teacher's ({t.vocab_size}, image token {t.img_context_token_id})")
 
 
 def teacher_forced(item: EvalItem, task: Task, tokenizer, model: MMModel) -> dict:
@@ -39,18 +33,10 @@ def teacher_forced(item: EvalItem, task: Task, tokenizer, model: MMModel) -> dic
     return x
 
 
-def scored_targets(ids: torch.Tensor, mask: torch.Tensor, image_token: int | None) -> torch.Tensor:
-    """(b, L) bool: real tokens after the last image token and the one closing the image block."""
-    pos = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, L)
-    is_img = ids == image_token if image_token is not None else torch.zeros_like(mask, dtype=torch.bool)
-    last_img = torch.where(is_img, pos, torch.full_like(pos, -2)).amax(1, keepdim=True)  # (b, 1); -2: none
-    return mask.bool() & (pos > last_img + 1) & (pos >= 1)
-
-
 @torch.no_grad()
 def fidelity(teacher: MMModel, student: MMModel, tokenizer, task: Task, batch_size: int = 16,
              progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
-    check_compatible(teacher, student, "student")
+    check_vocabulary(teacher.config, student.config, "student")
     device = next(student.parameters()).device
     sums = {"kl": 0.0, "agree": 0.0, "nll": 0.0, "teacher_nll": 0.0}
     count, done = 0, 0

@@ -1,15 +1,14 @@
 """What an evaluation task is made of: items (question, reference answers, images) and a kind."""
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass, field
 
 from PIL import Image
 
+from ..data.errors import RecordError
+from ..data.images import ImageSource, read_image_size
+from ..data.images import open_image as data_open_image
 from ..errors import UserError
-
-ImageSource = str | bytes  # a file path, or the encoded bytes of an image (a TSV's base64 column)
 
 
 @dataclass
@@ -46,25 +45,15 @@ class Task:
 
 def image_header(source: ImageSource, where: str) -> tuple[int, int]:
     """(width, height) read from the header only; ``UserError`` naming ``where`` if unreadable."""
-    if isinstance(source, str) and not os.path.isfile(source):
-        raise UserError(f"{where}: image not found: {source}")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return image.size
-    except Exception as exc:  # PIL raises many kinds on corrupt data
-        raise UserError(f"{where}: cannot decode image: {_one_line(exc)}") from None
+        return read_image_size(source)
+    except RecordError as e:
+        raise UserError(f"{where}: {e}") from None
 
 
 def open_image(source: ImageSource, where: str) -> Image.Image:
     """Fully decoded RGB image; ``UserError`` naming ``where`` if that fails."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.load()
-            return image.convert("RGB")
-    except Exception as exc:
-        raise UserError(f"{where}: cannot decode image: {_one_line(exc)}") from None
-
-
-def _one_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        return data_open_image(source)
+    except RecordError as e:
+        raise UserError(f"{where}: {e}") from None

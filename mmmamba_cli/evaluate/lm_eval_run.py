@@ -19,7 +19,7 @@ def task_manager(tasks: list[str], include_path: str | Path | None = None):
     """lm-eval's TaskManager: the ``include_path`` tasks alone when they are all that is asked for
     (indexing lm-eval's thousands of built-in task files takes seconds), else with the built-ins.
     Unknown names are a UserError."""
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # deferred: lm-eval is slow to import
 
     if include_path is not None and not Path(include_path).is_dir():
         raise UserError(f"--include-path {include_path} is not a directory")
@@ -44,9 +44,9 @@ def run_lm_eval(model: str | Path, tasks: list[str], include_path: str | Path | 
                 limit: int | None = None, batch_size: int = 8, num_fewshot: int | None = None,
                 device: str | None = None, dtype: str | None = None, manager=None) -> dict:
     """``{"lm_eval": {task: {metric: value}}, "lm_eval_stderr": {...}, "versions", "n_samples"}``."""
-    from lm_eval import simple_evaluate
+    from lm_eval import simple_evaluate  # deferred: lm-eval is slow to import
 
-    from ..lm_eval_model import MMambaLM
+    from ..lm_eval_model import MMambaLM  # deferred: imports lm-eval
 
     manager = manager or task_manager(tasks, include_path)
     lm = MMambaLM(pretrained=str(model), batch_size=batch_size, device=device, dtype=dtype)

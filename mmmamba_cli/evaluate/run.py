@@ -13,6 +13,7 @@ from ..io.save import git_sha
 from .fidelity import fidelity
 from .items import Task
 from .kinds import score
+from .lm_eval_run import parse_tasks, run_lm_eval, task_manager
 from .loading import check_model_path, load_for_eval
 from .predict import predict
 from .report import model_labels, write_results
@@ -68,8 +69,6 @@ def lm_eval_models(models: list[str | Path], tasks: str | list[str], include_pat
                    out: str | Path | None = None, force: bool = False, device: str | None = None,
                    dtype: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """lm-eval ``tasks`` (names or a comma-separated string) for every model, as one report."""
-    from .lm_eval_run import parse_tasks, run_lm_eval, task_manager
-
     log = log or (lambda message: None)
     if out is not None:
         check_output_dir(Path(out), force)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data import easyvqa_records
 from ..errors import UserError
 from .items import EvalItem, Task, image_header
+from .jsonl import read_jsonl
 from .kinds import get_kind
 from .normalize import normalize_answer
+from .tsv import read_tsv
 
 BUILTIN = ("easyvqa",)
 EASYVQA_SHAPES = frozenset({"circle", "rectangle", "triangle"})
@@ -34,12 +37,8 @@ def load_task(spec: str, kind: str | None = None, image_root: str | Path | None 
             what = "no such file" if path.suffix in (".jsonl", ".tsv") else "unknown task"
             raise UserError(f"{what}: {spec!r}; use {', '.join(BUILTIN)}, a .jsonl file or a .tsv file")
         if path.suffix == ".tsv":
-            from .tsv import read_tsv
-
             items, has_options = read_tsv(path, root, limit)
         else:
-            from .jsonl import read_jsonl
-
             items = read_jsonl(path, root, limit)
             has_options = any(it.options for it in items)
         name, source, default_suffix, default_tokens = path.stem, str(path), None, None
@@ -53,8 +52,6 @@ def load_task(spec: str, kind: str | None = None, image_root: str | Path | None 
 
 
 def _easyvqa(limit: int | None) -> list[EvalItem]:
-    from ..data import easyvqa_records
-
     records = easyvqa_records("test")[:limit] if limit else easyvqa_records("test")
     return [EvalItem(index=str(i), question=r["question"], answers=[r["answer"]], images=[r["image"]],
                      sizes=[image_header(r["image"], f"easy-vqa test item {i}")],

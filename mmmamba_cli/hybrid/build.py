@@ -15,24 +15,10 @@ import dataclasses
 
 import torch
 
-from ..errors import UserError
+from ..model.compat import check_teacher
 from ..model.config import ATTENTION, MAMBA, ModelConfig
 from ..model.layout import layer_types_for
 from ..seed import seed_state
-
-
-def check_pair(student: ModelConfig, teacher: ModelConfig, where: str) -> None:
-    """The teacher must be all-attention with the student's sizes, layer by layer."""
-    if teacher.mamba_layers:
-        raise UserError(f"{where}: the teacher has Mamba layers {teacher.mamba_layers}; give the original "
-                        "all-attention teacher (--teacher)")
-    if teacher.num_layers != student.num_layers:
-        raise UserError(f"{where}: the teacher has {teacher.num_layers} layers, the student {student.num_layers}")
-    diff = [name for name in ("hidden_size", "vocab_size", "num_embed_layers", "img_context_token_id")
-            if getattr(teacher, name) != getattr(student, name)]
-    diff += [f"layer {i} shape" for i in range(student.num_layers) if teacher.shape(i) != student.shape(i)][:3]
-    if diff:
-        raise UserError(f"{where}: the teacher does not match the student ({', '.join(diff)} differ)")
 
 
 def mixer_keys(sd: dict[str, torch.Tensor], layers) -> list[str]:
@@ -43,7 +29,7 @@ def mixer_keys(sd: dict[str, torch.Tensor], layers) -> list[str]:
 def hybrid_state(student: ModelConfig, student_sd: dict[str, torch.Tensor], teacher: ModelConfig,
                  teacher_sd: dict[str, torch.Tensor], keep: list[int], seed: int = 0):
     """(hybrid config, hybrid state dict, report) keeping attention at the global layers ``keep``."""
-    check_pair(student, teacher, "hybridize")
+    check_teacher(teacher, student, "hybridize")
     keep = sorted(keep)
     was = student.layer_types
     report = {"attention_layers": keep, "previous_attention_layers": student.attention_layers,

@@ -12,7 +12,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from ..data import collate, load_sft_dataset
+from ..data import collate, easyvqa_records, load_sft_dataset
 from ..errors import UserError
 
 EASYVQA = "easyvqa"
@@ -21,8 +21,6 @@ EASYVQA = "easyvqa"
 def _source_lines(data: str | Path) -> tuple[list[str] | Path, int]:
     """easy-vqa records as JSON lines (in memory) or a jsonl path, and the record count."""
     if str(data) == EASYVQA:
-        from ..data import easyvqa_records
-
         lines = [json.dumps(r) for r in easyvqa_records("train")]
         return lines, len(lines)
     path = Path(data)

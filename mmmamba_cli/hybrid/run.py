@@ -9,10 +9,15 @@ import torch
 
 from ..errors import UserError
 from ..io.files import check_output_dir
-from ..io.load import build_model, config_from_json, load_state, read_config_json
+from ..io.load import build_model, load_state
 from ..io.save import git_sha, save_model_dir
+from ..io.student import recorded_teacher
+from ..io.student import student_config as read_student_config
+from ..io.tokenizer import load_tokenizer
 from ..model.config import ModelConfig
-from .build import check_pair, hybrid_state
+from ..model.compat import check_teacher
+from ..model.device import resolve_device, resolve_dtype
+from .build import hybrid_state
 from .calibration import EASYVQA, calibration_batches, calibration_items
 from .placement import AUTO, LayoutRequest, check_count, resolve_layers
 from .sensitivity import layer_sensitivity, pick
@@ -23,29 +28,7 @@ REPORT = "hybridize_report.json"
 
 def student_config(student: str | Path) -> ModelConfig:
     """The student's config alone (cheap: weights are not read); it must have Mamba layers."""
-    path = Path(student)
-    if not (path / "config.json").is_file():
-        raise UserError(f"STUDENT {student}: not a model directory (no config.json)")
-    d = read_config_json(path / "config.json")
-    if d.get("model_type") != "mmmamba":
-        raise UserError(f"STUDENT {student}: not an mmmamba model (seed one first: `mmmamba seed --attn-layers ...`)")
-    config = config_from_json(d, path / "config.json")
-    if not config.mamba_layers:
-        raise UserError(f"STUDENT {student}: has no Mamba layers (seed a student first: `mmmamba seed`)")
-    return config
-
-
-def teacher_of(config: ModelConfig, teacher: str | Path | None, student: str | Path) -> tuple[Path, Path | None]:
-    """(teacher path, its config.json for a bare state-dict file): ``teacher`` or the student's record."""
-    if teacher is not None:
-        return Path(teacher), None
-    recorded = config.source.get("teacher")
-    if not recorded:
-        raise UserError(f"STUDENT {student}: no teacher recorded in its config; give --teacher")
-    if not Path(recorded).exists():
-        raise UserError(f"the student's recorded teacher {recorded} does not exist; give --teacher")
-    cfg = config.source.get("teacher_config")
-    return Path(recorded), Path(cfg) if cfg else None
+    return read_student_config(student, f"STUDENT {student}")
 
 
 def check_auto(k: int, config: ModelConfig) -> None:
@@ -60,8 +43,6 @@ def measure(student_cfg, student_sd, teacher_cfg, teacher_sd, tokenizer_dir, k: 
             calib_samples: int | None = None, seed: int = 0, device=None, dtype=None, batch_size: int = 8,
             log: Callable[[str], None] | None = None) -> tuple[list[int], dict]:
     """``auto``: (kept layers, scores) from the student's and teacher's state dicts."""
-    from ..evaluate.loading import load_tokenizer, resolve_device, resolve_dtype
-
     check_auto(k, student_cfg)
     tokenizer = load_tokenizer(tokenizer_dir, tokenizer_dir)
     items, summary = calibration_items(data or EASYVQA, tokenizer, student_cfg,
@@ -90,10 +71,10 @@ def choose_layers(student_dir: str | Path, teacher_dir: str | Path | None = None
     if keep is not None:
         return keep, None
     check_auto(k, config)
-    tpath, tconfig = teacher_of(config, teacher_dir, student_dir)
+    tpath, tconfig = recorded_teacher(config, teacher_dir, student_dir)
     _, student_sd, info = load_state(student_dir)
     teacher_cfg, teacher_sd, _ = load_state(tpath, tconfig)
-    check_pair(config, teacher_cfg, str(tpath))
+    check_teacher(teacher_cfg, config, str(tpath))
     return measure(config, student_sd, teacher_cfg, teacher_sd, info.tokenizer_dir, k, data, calib_samples, seed,
                    device, dtype, batch_size, log)
 
@@ -114,10 +95,10 @@ def hybridize_directory(student: str | Path, out: str | Path, request: LayoutReq
         raise UserError("--data and --calib-samples are only used by --placement auto")
     if keep is None:
         check_auto(request.count, config)
-    tpath, tconfig = teacher_of(config, teacher, student)
+    tpath, tconfig = recorded_teacher(config, teacher, student)
     _, student_sd, info = load_state(student)
     teacher_cfg, teacher_sd, tinfo = load_state(tpath, tconfig)
-    check_pair(config, teacher_cfg, str(tpath))
+    check_teacher(teacher_cfg, config, str(tpath))
     scores = None
     if keep is None:
         keep, scores = measure(config, student_sd, teacher_cfg, teacher_sd, info.tokenizer_dir, request.count,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ..evaluate.fidelity import scored_targets
+from ..data.scoring import scored_targets
 from ..model.config import ATTENTION
 from ..model.model import MMModel
 from ..ops.divergence import token_stats

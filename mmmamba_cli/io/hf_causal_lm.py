@@ -200,19 +200,3 @@ def hf_to_ours(sd: dict[str, torch.Tensor], where: Path | str = "") -> dict[str,
     if unexpected:
         raise UserError(f"{where}: unexpected tensor(s) for a Llama-family model: {', '.join(sorted(unexpected)[:8])}")
     return out
-
-
-def ours_to_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`hf_to_ours` for an all-attention model (e.g. to export a teacher back)."""
-    top = {v: k for k, v in TOP_MAP.items()}
-    layer = {v: k for k, v in LAYER_MAP.items()}
-    out = {}
-    for name, t in sd.items():
-        m = re.fullmatch(r"layers\.(\d+)\.(.+)\.(weight|bias)", name)
-        if name in top:
-            out[top[name]] = t
-        elif m and m.group(2) in layer:
-            out[f"model.layers.{m.group(1)}.{layer[m.group(2)]}.{m.group(3)}"] = t
-        else:
-            raise ValueError(f"{name} has no transformers name (Mamba layers cannot be exported to Llama)")
-    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..model.attention import set_attention_impl
 from ..model.config import ModelConfig
 from ..model.model import MMModel
 from .files import read_state_dir, read_state_file
@@ -121,8 +122,13 @@ def build_model(config: ModelConfig, sd: dict[str, torch.Tensor], where: str,
 
 
 def load_model(path: str | Path, config_path: str | Path | None = None, dtype: torch.dtype | None = None,
-               device=None, impl: str | None = None) -> tuple[MMModel, LoadInfo]:
+               device=None, impl: str | None = None, attn_impl: str | None = None) -> tuple[MMModel, LoadInfo]:
+    """Runtime choices, never saved: ``impl`` the Mamba scan (auto | torch | kernel), ``attn_impl`` the
+    attention (sdpa | eager)."""
     config, sd, info = load_state(path, config_path)
     if impl is not None:
         config.mamba.impl = impl
-    return build_model(config, sd, str(path), dtype, device), info
+    model = build_model(config, sd, str(path), dtype, device)
+    if attn_impl is not None:
+        set_attention_impl(model, attn_impl)
+    return model, info

@@ -9,6 +9,10 @@ from torch import nn
 
 from .cache import KVState
 from .config import LayerShape
+from .layers import apply_rope
+
+
+ATTENTION_IMPLS = ("sdpa", "eager")
 
 
 class Attention(nn.Module):
@@ -31,8 +35,6 @@ class Attention(nn.Module):
 
         key_mask (b, kv_len) bool marks real keys (None: all real).
         """
-        from .layers import apply_rope
-
         b, l, _ = u.shape
         s = self.shape
         q = self.q_proj(u).view(b, l, s.num_heads, s.head_dim)
@@ -84,3 +86,12 @@ def _sdpa(q, k, v, mask, groups, causal):
         except TypeError:  # torch < 2.5
             k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+def set_attention_impl(model: nn.Module, impl: str) -> None:
+    """sdpa | eager on every attention mixer of ``model`` (a runtime choice, never saved)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention implementation {impl!r}; choose one of: {', '.join(ATTENTION_IMPLS)}")
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.impl = impl

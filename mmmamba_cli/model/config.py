@@ -7,6 +7,7 @@ them) and the rest to the language model; for a text-only (Llama-family) teacher
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class MambaSettings:
     A_init: float = 1.0  # A_log is filled with this value, so A = -exp(A_init)
     gate_gain: float = 2 ** -2.5
     norm_eps: float = 1e-5
-    impl: str = "auto"  # auto | torch | kernel
+    impl: str = "auto"  # auto | torch | kernel; a runtime choice (load_model(impl=)), never saved
 
 
 @dataclass
@@ -70,6 +71,10 @@ class VisionSettings:
     def tokens_per_tile(self) -> int:
         grid = self.image_size // self.patch_size
         return int(grid * grid * self.downsample_ratio ** 2)
+
+
+# set when a model is loaded, not part of it: older config.json files that hold them still load
+RUNTIME_FIELDS = (("mamba", "impl"),)
 
 
 @dataclass
@@ -138,7 +143,10 @@ class ModelConfig:
 
     # ---- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """What config.json holds: the model itself, not the runtime choices of one session."""
         d = dataclasses.asdict(self)
+        for section, key in RUNTIME_FIELDS:
+            d[section].pop(key)
         d["model_type"] = "mmmamba"
         return d
 
@@ -153,7 +161,7 @@ class ModelConfig:
         for key, sub in (("embed_layer", LayerShape), ("llm_layer", LayerShape),
                          ("mamba", MambaSettings), ("vision", VisionSettings)):
             if isinstance(d.get(key), dict):
-                d[key] = sub(**d[key])
+                d[key] = sub(**{k: v for k, v in d[key].items() if (key, k) not in RUNTIME_FIELDS})
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -167,29 +175,24 @@ class ModelConfig:
         return dataclasses.replace(self, layer_types=list(layer_types))
 
 
-def _internlm_1_8b() -> LayerShape:
-    return LayerShape(num_heads=16, num_kv_heads=8, head_dim=128, intermediate_size=8192,
-                      rope_theta=1e6, max_position_embeddings=32768)
+_INTERNLM_1_8B = dict(num_heads=16, num_kv_heads=8, head_dim=128, intermediate_size=8192, rope_theta=1e6,
+                      max_position_embeddings=32768)
+_TINY_LAYER = dict(num_heads=4, num_kv_heads=2, head_dim=16, intermediate_size=128, rope_theta=10000.0,
+                   max_position_embeddings=4096)
 
-
-PRESETS: dict[str, ModelConfig] = {}
+# named size presets (ModelConfig.from_dict fields): the real HoVLE-2.6B shapes, and a tiny one for tests
+PRESETS: dict[str, dict[str, Any]] = {
+    "hovle-2.6b": dict(hidden_size=2048, vocab_size=92553, num_embed_layers=8, num_llm_layers=24,
+                       embed_layer=_INTERNLM_1_8B, llm_layer=_INTERNLM_1_8B, vision={}),
+    "tiny": dict(hidden_size=64, vocab_size=128, num_special_embeddings=0, num_embed_layers=2, num_llm_layers=2,
+                 embed_layer=_TINY_LAYER, llm_layer=_TINY_LAYER,
+                 vision=dict(image_size=32, patch_size=8, max_tiles=1, use_thumbnail=False),
+                 img_context_token_id=5, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+}
 
 
 def preset(name: str) -> ModelConfig:
-    """Named size presets: ``hovle-2.6b`` (real shapes) and ``tiny`` (for tests)."""
-    if name == "hovle-2.6b":
-        return ModelConfig(hidden_size=2048, vocab_size=92553, num_embed_layers=8, num_llm_layers=24,
-                           embed_layer=_internlm_1_8b(), llm_layer=_internlm_1_8b(),
-                           vision=VisionSettings())
-    if name == "tiny":
-        shape = LayerShape(num_heads=4, num_kv_heads=2, head_dim=16, intermediate_size=128,
-                           rope_theta=10000.0, max_position_embeddings=4096)
-        return ModelConfig(hidden_size=64, vocab_size=128, num_special_embeddings=0,
-                           num_embed_layers=2, num_llm_layers=2, embed_layer=shape, llm_layer=shape,
-                           vision=VisionSettings(image_size=32, patch_size=8, max_tiles=1,
-                                                 use_thumbnail=False),
-                           img_context_token_id=5, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    raise ValueError(f"unknown size preset {name!r}; choose one of: hovle-2.6b, tiny")
-
-
-PRESET_NAMES = ("hovle-2.6b", "tiny")
+    """A fresh ModelConfig for one of PRESETS."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown size preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return ModelConfig.from_dict(copy.deepcopy(PRESETS[name]))

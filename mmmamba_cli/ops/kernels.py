@@ -22,7 +22,7 @@ _fallback_warned = False
 def _load_kernels() -> tuple[SimpleNamespace | None, str]:
     """(kernels, "") once mamba-ssm imports, else (None, why it did not)."""
     try:
-        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update  # optional: needs CUDA
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     except Exception as e:  # ImportError, or whatever its package init raises without CUDA
         return None, f"{type(e).__name__}: {e}"

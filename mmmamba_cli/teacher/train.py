@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
 from ..distill.stages import decays
-from ..io.files import atomic_dir
+from ..io.files import atomic_dir, check_output_dir, read_state_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
+from ..model.init import init_weights
 from ..model.model import MMModel
 from .easyvqa_data import EasyVQA, easyvqa_tokenizer, first_token_accuracy, training_batch
 
@@ -68,20 +69,6 @@ def teacher_config(r: TeacherRecipe, tokenizer) -> ModelConfig:
                        pad_token_id=tokenizer.pad_token_id, template="internlm2-chat")
 
 
-def init_weights(model: MMModel, seed: int) -> None:
-    """GPT-style init: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""
-    g = torch.Generator().manual_seed(seed)
-    std_out = 0.02 / math.sqrt(2 * len(model.layers))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() < 2 or "norm" in name:
-                if name.endswith("bias"):
-                    p.zero_()
-                continue
-            std = std_out if name.endswith(("o_proj.weight", "w2.weight")) else 0.02
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
 def lr_at(step: int, r: TeacherRecipe) -> float:
     if step < r.warmup_steps:
         return r.lr * (step + 1) / r.warmup_steps
@@ -91,6 +78,7 @@ def lr_at(step: int, r: TeacherRecipe) -> float:
 
 def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print,
                   checkpoint: str | Path | None = None) -> dict:
+    check_output_dir(Path(out), force)  # fail before training, not after it
     if r.threads:
         torch.set_num_threads(r.threads)
     torch.set_flush_denormal(True)
@@ -101,7 +89,6 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     model = MMModel(config)
     init_weights(model, r.seed)
     if r.init_from:
-        from ..io.files import read_state_dir
         model.load_state_dict(read_state_dir(Path(r.init_from)))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
