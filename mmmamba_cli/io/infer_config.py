@@ -46,10 +46,13 @@ def infer_hovle_config(sd: dict[str, torch.Tensor]) -> tuple[ModelConfig, list[s
     grid = int(round((pos.shape[1] - 1) ** 0.5))
     ratio = (hidden / sd["embedding_model.pixel_shuffle_proj.0.weight"].shape[1]) ** 0.5
     special = sd.get("embedding_model.special_text_embeddings.weight")
+    head = sd.get("language_model.output.weight")
+    head_vocab = None if head is None or head.shape[0] == vocab else int(head.shape[0])
     vision = VisionSettings(image_size=grid * patch.shape[-1], patch_size=patch.shape[-1],
                             num_channels=patch.shape[1], downsample_ratio=ratio)
     config = ModelConfig(
         hidden_size=hidden, vocab_size=vocab, num_special_embeddings=0 if special is None else special.shape[0],
+        head_vocab_size=head_vocab,
         num_embed_layers=n_emb, num_llm_layers=n_llm,
         embed_layer=_layer_shape(sd, "embedding_model.encoder.", notes, "embedding"),
         llm_layer=_layer_shape(sd, "language_model.model.layers.", notes, "LLM"), vision=vision)
