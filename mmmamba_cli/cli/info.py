@@ -15,9 +15,10 @@ def command(
     config: ConfigPath = None,
 ) -> None:
     """Show a model's kind, layer layout, sizes and per-sequence decode-state memory."""
-    from ..io.load import load_state
+    from ..io.load import check_loadable, load_state
 
     cfg, sd, info = load_state(model, config)
+    check_loadable(cfg, dict(sd), str(model))
     params = sum(t.numel() for t in sd.values())
     s = cfg.llm_layer
     kv_per_token = sum(2 * cfg.shape(i).num_kv_heads * cfg.shape(i).head_dim * 2 for i in cfg.attention_layers)

@@ -29,7 +29,7 @@ def _register() -> None:
     app.command("seed")(seed_cmd.seed)
     for module, name in (("distill", "distill"), ("hybridize", "hybridize"), ("evaluate", "eval"),
                          ("bench", "bench"), ("demo", "demo"), ("generate", "generate"), ("info", "info"),
-                         ("train_teacher", "train-teacher")):
+                         ("export", "export"), ("train_teacher", "train-teacher")):
         try:
             mod = __import__(f"mmmamba_cli.cli.{module}", fromlist=["command"])
         except ModuleNotFoundError as e:

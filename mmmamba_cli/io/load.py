@@ -30,7 +30,7 @@ from .release_map import release_to_ours, untrained_notes
 STATE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin", ".pth")
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadInfo", "STATE_SUFFIXES", "build_model", "check_state", "config_from_json", "load_model",
+__all__ = ["LoadInfo", "STATE_SUFFIXES", "build_model", "check_loadable", "check_state", "config_from_json", "load_model",
            "load_state", "read_config_json", "source_format"]
 
 
@@ -138,11 +138,17 @@ def check_state(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str)
         raise UserError(f"{where}: " + "; ".join(problems))
 
 
-def build_model(config: ModelConfig, sd: dict[str, torch.Tensor], where: str,
-                dtype: torch.dtype | None = None, device=None) -> MMModel:
+def check_loadable(config: ModelConfig, sd: dict[str, torch.Tensor], where: str) -> MMModel:
+    """check_state against a weightless (meta) model of ``config``; returns that model."""
     with torch.device("meta"):
         model = MMModel(config)
     check_state(model, sd, where)
+    return model
+
+
+def build_model(config: ModelConfig, sd: dict[str, torch.Tensor], where: str,
+                dtype: torch.dtype | None = None, device=None) -> MMModel:
+    model = check_loadable(config, sd, where)
     model = model.to_empty(device=device or "cpu")
     model.load_state_dict(sd, strict=True, assign=False)
     if dtype is not None:
