@@ -160,3 +160,83 @@ def test_large_models_are_written_in_shards_that_load_back(tmp_path):
     ids, pix = image_inputs(t.config)
     with torch.no_grad():
         assert torch.equal(t(ids, pix), loaded(ids, pix))
+
+
+# ---- snapshots written independently (published names), with and without a special table ----
+@pytest.mark.parametrize("special", [0, 3], ids=["no-special-table", "special-table"])
+def test_independent_snapshot_seeds_and_reproduces_reference(tmp_path, special):
+    from hovle_reference import TEXT_VOCAB, hovle_config, inputs, random_tensors, reference_logits, write_dir
+
+    cfg = hovle_config(special=special)
+    tensors = random_tensors(cfg, seed=special)
+    path = write_dir(tmp_path / "hovle", cfg, tensors, shards=3)
+    model, info = load_model(path)
+    assert info.format == "hovle"
+    assert model.config.vocab_size == TEXT_VOCAB and model.config.num_special_embeddings == special
+    assert model.lm_head.weight.shape[0] == TEXT_VOCAB + special  # head rows: llm_config.vocab_size
+    for with_image in (True, False):
+        ids, pix = inputs(cfg, with_image)
+        assert bool((ids >= TEXT_VOCAB).any()) == bool(special)
+        with torch.no_grad():
+            ours = model(ids, pix)
+        assert (ours - reference_logits(cfg, tensors, ids, pix)).abs().max().item() < 1e-5
+    out = tmp_path / "student"
+    code, text = run("seed", path, "-o", out, "--attn-layers", "0")
+    assert code == 0, text
+    student, _ = load_model(out)
+    assert student.config.kind == "hybrid" and student.lm_head.weight.shape[0] == TEXT_VOCAB + special
+    assert torch.equal(student.embed.special.weight, tensors["embedding_model.special_text_embeddings.weight"]) \
+        if special else student.embed.special is None
+
+
+def _set(path: str, value):
+    def change(d):
+        *parents, key = path.split(".")
+        for p in parents:
+            d = d[p]
+        d[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change,needle", [
+    (_set("llm_config.rope_scaling", {"type": "yarn", "factor": 2.0}), "llm_config.rope_scaling"),
+    (_set("embedding_config.rope_scaling", {"type": "dynamic"}), "embedding_config.rope_scaling"),
+    (_set("normalize_encoder_output", True), "normalize_encoder_output"),
+    (_set("embedding_config.use_pixel_shuffle_proj", False), "use_pixel_shuffle_proj"),
+    (_set("embedding_config.pixel_shuffle_loc", "post"), "pixel_shuffle_loc"),
+    (_set("embedding_config.use_ls", True), "use_ls"),
+    (_set("template", "Hermes-2"), "template"),
+    (_set("downsample_ratio", 0.25), "downsample_ratio"),
+    (_set("force_image_size", 32), "force_image_size"),
+    (_set("min_dynamic_patch", 2), "min_dynamic_patch"),
+    (_set("llm_config.hidden_act", "gelu"), "hidden_act"),
+    (_set("llm_config.mlp_bias", True), "mlp_bias"),
+    (_set("llm_config.architectures", ["Phi3ForCausalLM"]), "architectures"),
+])
+def test_unsupported_switch_refused_in_one_line(tmp_path, change, needle):
+    from hovle_reference import hovle_config, random_tensors, write_dir
+
+    cfg = hovle_config(special=2)
+    tensors = random_tensors(cfg)
+    change(cfg)
+    path = write_dir(tmp_path / "hovle", cfg, tensors)
+    out = tmp_path / "student"
+    code, text = run("seed", path, "-o", out)
+    assert code == 2, text
+    assert needle in text and "not supported" in text and "\n" not in text.strip()
+    assert not out.exists() and not list(tmp_path.glob(".student*"))
+
+
+def test_supported_switches_are_honoured():
+    from hovle_reference import hovle_config
+    from mmmamba_cli.io.hovle_config import config_from_hovle
+
+    cfg = hovle_config(max_dynamic_patch=6, use_thumbnail=True)
+    cfg["llm_config"]["rope_scaling"] = {"type": "dynamic", "factor": 2.0}
+    cfg["embedding_config"]["rope_scaling"] = {"type": "linear", "factor": 4.0}
+    c = config_from_hovle(cfg)
+    assert (c.vision.max_tiles, c.vision.use_thumbnail) == (6, True)
+    assert c.llm_layer.rope_scaling == {"type": "dynamic", "factor": 2.0}
+    assert c.embed_layer.rope_scaling == {"type": "linear", "factor": 4.0}
+    one = config_from_hovle(hovle_config(max_dynamic_patch=6, use_thumbnail=True, dynamic_image_size=False))
+    assert (one.vision.max_tiles, one.vision.use_thumbnail) == (1, False)

@@ -239,3 +239,26 @@ def test_bad_release_one_line_error_nothing_written(tmp_path, damage, needle, co
     assert code == 2, text
     assert needle in text and "\n" not in text.strip()
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_distill_continues_from_a_released_directory(tmp_path):
+    """Stage 3 on new data from a directory in the released layout (here our export of a seed)."""
+    import shutil
+
+    from test_distill_setup import make_jsonl, make_teacher_dir
+    from mmmamba_cli.seed import seed_directory
+
+    teacher = make_teacher_dir(tmp_path)
+    seed_directory(teacher, tmp_path / "seed")
+    run_dir = tmp_path / "run"
+    assert run("export", tmp_path / "seed", "-o", run_dir / "stage2")[0] == 0
+    assert (run_dir / "stage2" / "tokenizer.json").exists()
+    data = make_jsonl(tmp_path, 8)
+    code, text = run("distill", "--stage", "3", "-r", run_dir, "--recipe", "tiny", "--data", data,
+                     "--teacher", teacher, "train.steps=2")
+    assert code == 0, text
+    model, info = load_model(run_dir / "stage3")
+    assert model.config.kind == "linear" and info.format == "mmmamba"
+    shutil.rmtree(run_dir / "stage3")
+    code, text = run("distill", "--stage", "3", "-r", run_dir, "--recipe", "tiny", "--data", data, "train.steps=2")
+    assert code == 2 and "--teacher" in text  # the released config records no teacher

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import UserError
 from ..io.files import check_output_dir
-from ..io.load import build_model, config_from_json, load_state, read_config_json
+from ..io.load import build_model, config_from_json, load_state, read_config_json, source_format
 from ..io.save import git_sha, save_model_dir
 from ..model.config import ModelConfig
 from .build import check_pair, hybrid_state
@@ -27,7 +27,7 @@ def student_config(student: str | Path) -> ModelConfig:
     if not (path / "config.json").is_file():
         raise UserError(f"STUDENT {student}: not a model directory (no config.json)")
     d = read_config_json(path / "config.json")
-    if d.get("model_type") != "mmmamba":
+    if source_format(d) not in ("mmmamba", "mmmamba-release"):
         raise UserError(f"STUDENT {student}: not an mmmamba model (seed one first: `mmmamba seed --attn-layers ...`)")
     config = config_from_json(d, path / "config.json")
     if not config.mamba_layers:
