@@ -138,16 +138,22 @@ def _vision(t, pixels):
     return x @ t[p + "2.weight"].T + t[p + "2.bias"]
 
 
-def _rope(x, pos, theta):
-    d = x.shape[-1]
+def _rope(x, pos, c):
+    """InternLM2's rotary embedding: plain, linear (positions / factor) or dynamic NTK (base grown
+    with the sequence length once it passes max_position_embeddings)."""
+    d, theta, scaling = x.shape[-1], c["rope_theta"], c.get("rope_scaling") or {}
+    factor, length, most = scaling.get("factor", 1.0), len(pos), c["max_position_embeddings"]
+    if scaling.get("type") == "dynamic" and length > most:
+        theta = theta * ((factor * length / most) - (factor - 1)) ** (d / (d - 2))
     inv = 1.0 / theta ** (torch.arange(0, d, 2).float() / d)
-    ang = pos[:, None].float() * inv[None]  # (l, d/2)
+    t = pos.float() / factor if scaling.get("type") == "linear" else pos.float()
+    ang = t[:, None] * inv[None]  # (l, d/2)
     cos, sin = torch.cat([ang.cos()] * 2, -1)[:, None], torch.cat([ang.sin()] * 2, -1)[:, None]  # (l, 1, d)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-def _attention(t, p, u, theta):
+def _attention(t, p, u, c):
     l = u.shape[0]
     g = HEADS // KV
     w = t[p + "attention.wqkv.weight"].view(KV, g + 2, HEAD_DIM, HIDDEN)
@@ -155,7 +161,7 @@ def _attention(t, p, u, theta):
     k = torch.einsum("kdc,lc->lkd", w[:, g], u)
     v = torch.einsum("kdc,lc->lkd", w[:, g + 1], u)
     pos = torch.arange(l)
-    q, k = _rope(q, pos, theta), _rope(k, pos, theta)
+    q, k = _rope(q, pos, c), _rope(k, pos, c)
     out = torch.empty(l, HEADS, HEAD_DIM)
     causal = torch.ones(l, l).tril().bool()
     for h in range(HEADS):
@@ -202,7 +208,7 @@ def reference_logits(config: dict, t: dict[str, torch.Tensor], ids: torch.Tensor
         c = emb if i < N_EMB else llm
         p = f"embedding_model.encoder.{i}." if i < N_EMB else f"language_model.model.layers.{i - N_EMB}."
         u = _rms(h, t[p + "attention_norm.weight"], c["rms_norm_eps"])
-        h = h + (_attention(t, p, u, c["rope_theta"]) if kind == "mha" else _mamba(t, p, u))
+        h = h + (_attention(t, p, u, c) if kind == "mha" else _mamba(t, p, u))
         u = _rms(h, t[p + "ffn_norm.weight"], c["rms_norm_eps"])
         w1, w2, w3 = (t[p + f"feed_forward.w{j}.weight"] for j in (1, 2, 3))
         h = h + (F.silu(u @ w1.T) * (u @ w3.T)) @ w2.T

@@ -240,3 +240,24 @@ def test_supported_switches_are_honoured():
     assert c.embed_layer.rope_scaling == {"type": "linear", "factor": 4.0}
     one = config_from_hovle(hovle_config(max_dynamic_patch=6, use_thumbnail=True, dynamic_image_size=False))
     assert (one.vision.max_tiles, one.vision.use_thumbnail) == (1, False)
+
+
+@pytest.mark.parametrize("llm,emb", [({"type": "dynamic", "factor": 2.0}, None),
+                                     (None, {"type": "linear", "factor": 3.0}),
+                                     ({"type": "linear", "factor": 2.0}, {"type": "dynamic", "factor": 4.0})])
+def test_rope_scaling_matches_reference(tmp_path, llm, emb):
+    """Dynamic NTK past max_position_embeddings and linear scaling, as InternLM2 computes them."""
+    from hovle_reference import hovle_config, inputs, random_tensors, reference_logits, write_dir
+
+    cfg = hovle_config()
+    for key, scaling in (("llm_config", llm), ("embedding_config", emb)):
+        cfg[key].update(rope_scaling=scaling, max_position_embeddings=8)  # the inputs are 13 tokens long
+    tensors = random_tensors(cfg)
+    model, _ = load_model(write_dir(tmp_path / "hovle", cfg, tensors))
+    ids, pix = inputs(cfg)
+    plain = dict(cfg, llm_config=dict(cfg["llm_config"], rope_scaling=None),
+                 embedding_config=dict(cfg["embedding_config"], rope_scaling=None))
+    with torch.no_grad():
+        ours = model(ids, pix)
+    assert (ours - reference_logits(cfg, tensors, ids, pix)).abs().max().item() < 1e-5
+    assert (ours - reference_logits(plain, tensors, ids, pix)).abs().max().item() > 1e-3  # scaling matters

@@ -262,3 +262,16 @@ def test_distill_continues_from_a_released_directory(tmp_path):
     shutil.rmtree(run_dir / "stage3")
     code, text = run("distill", "--stage", "3", "-r", run_dir, "--recipe", "tiny", "--data", data, "train.steps=2")
     assert code == 2 and "--teacher" in text  # the released config records no teacher
+
+
+def test_single_file_needs_and_takes_its_config(tmp_path):
+    from safetensors.torch import save_file
+
+    cfg, tensors, path = released(tmp_path, "hybrid", special=2)
+    save_file(tensors, str(tmp_path / "mm.safetensors"))
+    code, text = run("info", tmp_path / "mm.safetensors")
+    assert code == 2 and "--config" in text
+    model, _ = load_model(tmp_path / "mm.safetensors", config_path=path / "config.json")
+    ids, pix = inputs(cfg)
+    with torch.no_grad():
+        assert (model(ids, pix) - reference_logits(cfg, tensors, ids, pix)).abs().max().item() < 1e-5

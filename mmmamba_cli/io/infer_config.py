@@ -36,6 +36,9 @@ def _layer_shape(sd, prefix: str, notes: list[str], where: str) -> LayerShape:
 
 def infer_hovle_config(sd: dict[str, torch.Tensor]) -> tuple[ModelConfig, list[str]]:
     notes: list[str] = []
+    if any(k.endswith("attention.wvkqgdt.weight") for k in sd):
+        raise UserError("a state dict in the released mmMamba layout: its layer layout (layers_block_type) is "
+                        "only in its config.json; pass --config")
     if "embedding_model.llm_text_embeddings.weight" not in sd:
         raise UserError("cannot infer a config: no HoVLE tensor names found (pass --config)")
     vocab, hidden = sd["embedding_model.llm_text_embeddings.weight"].shape
