@@ -172,6 +172,7 @@ def test_info_shows_layer_layout(tmp_path):
     assert code == 0, text
     assert "mmmamba-release" in text and "hybrid" in text
     assert "[0, 2]" in text and "[1, 3]" in text  # attention layers, mamba layers
+    assert "embedding AM | LLM AM" in text
 
 
 def _no_blocks(p):
