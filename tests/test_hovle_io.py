@@ -212,6 +212,7 @@ def _set(path: str, value):
     (_set("llm_config.hidden_act", "gelu"), "hidden_act"),
     (_set("llm_config.mlp_bias", True), "mlp_bias"),
     (_set("llm_config.architectures", ["Phi3ForCausalLM"]), "architectures"),
+    (_set("use_llm_lora", 16), "use_llm_lora"),
 ])
 def test_unsupported_switch_refused_in_one_line(tmp_path, change, needle):
     from hovle_reference import hovle_config, random_tensors, write_dir

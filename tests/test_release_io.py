@@ -93,6 +93,7 @@ def student(kind: str, dtype=torch.float32):
 @pytest.mark.parametrize("kind,dtype", [("linear", torch.float32), ("hybrid", torch.bfloat16)])
 def test_export_import_round_trip_is_bitwise(tmp_path, kind, dtype):
     config, sd = student(kind, dtype)
+    config.system_prompt = "Answer briefly."
     src = save_model_dir(tmp_path / "student", config, sd)
     out = tmp_path / "exported"
     code, text = run("export", src, "-o", out, "--format", "mmmamba-release", "--shard-gb", "0.00001")
@@ -106,6 +107,7 @@ def test_export_import_round_trip_is_bitwise(tmp_path, kind, dtype):
     assert len(list(out.glob("model-*.safetensors"))) > 1  # sharded
     got_cfg, got, info = load_state(out)
     assert info.format == "mmmamba-release" and got_cfg.layer_types == config.layer_types
+    assert dict(got_cfg.to_dict(), source={}) == dict(config.to_dict(), source={})  # every field but provenance
     assert set(got) == set(sd)
     assert all(got[k].dtype == sd[k].dtype and torch.equal(got[k], sd[k]) for k in sd)
     ids = torch.randint(10, config.vocab_size, (1, 7))
@@ -276,3 +278,22 @@ def test_single_file_needs_and_takes_its_config(tmp_path):
     ids, pix = inputs(cfg)
     with torch.no_grad():
         assert (model(ids, pix) - reference_logits(cfg, tensors, ids, pix)).abs().max().item() < 1e-5
+
+
+def test_hybridize_a_released_linear_model(tmp_path):
+    teacher_cfg = hovle_config()
+    teacher = random_tensors(teacher_cfg, seed=5)
+    write_dir(tmp_path / "hovle", teacher_cfg, teacher)
+    cfg = hovle_config(blocks=BLOCKS["linear"])
+    tensors = {k: teacher.get(k, v) if "attention." not in k else v for k, v in random_tensors(cfg).items()}
+    write_dir(tmp_path / "linear", cfg, tensors)
+    out = tmp_path / "hybrid"
+    code, text = run("hybridize", tmp_path / "linear", "-o", out, "--attn-layers", "0,2", "--teacher",
+                     tmp_path / "hovle")
+    assert code == 0, text
+    model, _ = load_model(out)
+    assert model.config.attention_layers == [0, 2] and model.config.mamba_layers == [1, 3]
+    back = model.state_dict()
+    _, lin, _ = load_state(tmp_path / "linear")
+    assert torch.equal(back["layers.1.mixer.x_proj.weight"], lin["layers.1.mixer.x_proj.weight"])
+    assert torch.equal(back["layers.2.mixer.o_proj.weight"], teacher["language_model.model.layers.0.attention.wo.weight"])

@@ -28,6 +28,7 @@ SWITCHES = {
     "use_pixel_shuffle_proj": "false refused", "pixel_shuffle_loc": "'post' refused",
     "use_ls": "true refused (HoVLE's own code refuses it)", "hidden_act": "silu only",
     "mlp_bias": "true refused", "llm_config.architectures": "InternLM2ForCausalLM only",
+    "use_backbone_lora": "non-zero refused", "use_llm_lora": "non-zero refused",
 }
 
 
@@ -80,6 +81,9 @@ def _check_switches(d: dict[str, Any], emb: dict[str, Any], llm: dict[str, Any])
         raise _refuse("embedding_config.use_ls", True, "layer scale is not implemented, nor by HoVLE")
     if d.get("normalize_encoder_output", False):
         raise _refuse("normalize_encoder_output", True, "the LLM input is not renormalised here")
+    for lora in ("use_backbone_lora", "use_llm_lora"):
+        if d.get(lora):
+            raise _refuse(lora, d[lora], "merge the LoRA adapters into the weights first")
     if d.get("template", "internlm2-chat") not in TEMPLATES:
         raise _refuse("template", d["template"], f"supported: {', '.join(TEMPLATES)}")
     if int(d.get("min_dynamic_patch", 1)) != 1:
@@ -131,6 +135,7 @@ def config_from_hovle(d: dict[str, Any]) -> ModelConfig:
             bos_token_id=llm.get("bos_token_id", 1), eos_token_id=d.get("eos_token_id", 92542),
             pad_token_id=llm.get("pad_token_id", 2),
             template=d.get("template", "internlm2-chat"),
+            system_prompt=str(d.get("system_message", "")),
             tie_word_embeddings=bool(llm.get("tie_word_embeddings", False)),
         )
     except KeyError as e:
@@ -161,7 +166,8 @@ def config_to_hovle(c: ModelConfig) -> dict[str, Any]:
     llm.update(vocab_size=c.output_vocab_size, bos_token_id=c.bos_token_id, pad_token_id=c.pad_token_id,
                tie_word_embeddings=c.tie_word_embeddings, model_type="internlm2",
                architectures=["InternLM2ForCausalLM"])
-    return {"architectures": ["HoVLE"], "model_type": "hovle", "embedding_config": emb, "llm_config": llm,
+    extra = {"system_message": c.system_prompt} if c.system_prompt else {}  # ignored by HoVLE's own code
+    return {**extra, "architectures": ["HoVLE"], "model_type": "hovle", "embedding_config": emb, "llm_config": llm,
             "template": c.template, "downsample_ratio": v.downsample_ratio, "force_image_size": v.image_size,
             "max_dynamic_patch": v.max_tiles, "min_dynamic_patch": 1, "dynamic_image_size": True,
             "use_thumbnail": v.use_thumbnail, "normalize_encoder_output": False, "eos_token_id": c.eos_token_id}
