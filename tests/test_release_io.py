@@ -297,3 +297,29 @@ def test_hybridize_a_released_linear_model(tmp_path):
     _, lin, _ = load_state(tmp_path / "linear")
     assert torch.equal(back["layers.1.mixer.x_proj.weight"], lin["layers.1.mixer.x_proj.weight"])
     assert torch.equal(back["layers.2.mixer.o_proj.weight"], teacher["language_model.model.layers.0.attention.wo.weight"])
+
+
+def test_released_attention_uses_plain_rope(tmp_path):
+    """The released "mha" layers apply plain RoPE whatever rope_scaling says; so do we, with a note."""
+    cfg = hovle_config(blocks=BLOCKS["hybrid"])
+    cfg["llm_config"].update(rope_scaling={"type": "dynamic", "factor": 2.0}, max_position_embeddings=8)
+    tensors = random_tensors(cfg)
+    model, info = load_model(write_dir(tmp_path / "r", cfg, tensors))
+    assert any("rope_scaling ignored" in n for n in info.notes)
+    ids, pix = inputs(cfg)  # 13 tokens, past max_position_embeddings
+    plain = dict(cfg, llm_config=dict(cfg["llm_config"], rope_scaling=None))
+    with torch.no_grad():
+        assert (model(ids, pix) - reference_logits(plain, tensors, ids, pix)).abs().max().item() < 1e-5
+
+
+def test_export_warns_what_the_released_code_does_differently(tmp_path):
+    import dataclasses
+
+    from mmmamba_cli.io.release_export import export_model
+
+    config, sd = student("hybrid")
+    config.llm_layer = dataclasses.replace(config.llm_layer, rope_scaling={"type": "dynamic", "factor": 2.0})
+    src = save_model_dir(tmp_path / "s", config, sd)
+    lines = []
+    r = export_model(src, tmp_path / "out", log=lines.append)
+    assert any("plain RoPE" in n for n in r.notes) and any(line.startswith("warning:") for line in lines)

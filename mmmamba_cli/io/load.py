@@ -24,7 +24,7 @@ from .hovle_config import config_from_hovle, is_hovle_config
 from .hovle_map import hovle_to_ours
 from .infer_config import infer_hovle_config
 from .load_info import LoadInfo
-from .release_config import config_from_release, is_release_config
+from .release_config import config_from_release, is_release_config, release_notes
 from .release_map import release_to_ours, untrained_notes
 
 STATE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin", ".pth")
@@ -98,14 +98,15 @@ def load_state(path: str | Path, config_path: str | Path | None = None):
             return load_hf_causal_lm_state(path, d)  # Llama-family teachers
         config = config_from_json(d, path / "config.json")
         sd = read_state_dir(path)
-        info = LoadInfo(str(path), fmt, tokenizer_dir=path)
+        info = LoadInfo(str(path), fmt, release_notes(d) if fmt == "mmmamba-release" else [], tokenizer_dir=path)
     elif path.suffix in STATE_SUFFIXES:
         sd = read_state_file(path)
         if config_path is not None:
             d = read_config_json(Path(config_path))
             fmt = source_format(d)
             config = config_from_json(d, Path(config_path))
-            info = LoadInfo(str(path), "file", [f"config from {config_path}"])
+            info = LoadInfo(str(path), "file", [f"config from {config_path}"]
+                            + (release_notes(d) if fmt == "mmmamba-release" else []))
         else:
             fmt = None
             config, notes = infer_hovle_config(sd)

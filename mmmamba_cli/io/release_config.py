@@ -6,6 +6,7 @@ layer i < num_embed_layers is embedding layer i, the others LLM layer i - num_em
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..errors import UserError
@@ -50,10 +51,24 @@ def _blocks(sub: dict[str, Any], where: str) -> list[str]:
 
 
 def config_from_release(d: dict[str, Any]) -> ModelConfig:
+    """The released code's math: its "mha" layers use plain RoPE (rope_theta), whatever
+    ``rope_scaling`` says, so the import drops it (:func:`release_notes` says so)."""
     if not is_hovle_config(d):
         raise UserError("config.json: an mmMamba_chat config needs embedding_config and llm_config")
     types = _blocks(d["embedding_config"], "embedding_config") + _blocks(d["llm_config"], "llm_config")
-    return config_from_hovle(d).with_layer_types(types)
+    c = config_from_hovle(d).with_layer_types(types)
+    c.embed_layer = replace(c.embed_layer, rope_scaling=None)
+    c.llm_layer = replace(c.llm_layer, rope_scaling=None)
+    return c
+
+
+def release_notes(d: dict[str, Any]) -> list[str]:
+    """What the import changes on purpose, for the user."""
+    scaled = [k for k in ("embedding_config", "llm_config") if (d.get(k) or {}).get("rope_scaling")]
+    if not scaled:
+        return []
+    return [f"{', '.join(scaled)}.rope_scaling ignored: the released code's attention layers use plain RoPE "
+            "(it matters only past max_position_embeddings)"]
 
 
 def config_to_release(c: ModelConfig) -> dict[str, Any]:

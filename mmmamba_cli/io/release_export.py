@@ -35,6 +35,7 @@ class ExportResult:
     kind: str
     layer_blocks: list[str]
     files: list[str]
+    notes: list[str]
 
 
 def check_exportable(config: ModelConfig, fmt: str, where: str) -> None:
@@ -56,6 +57,20 @@ def check_exportable(config: ModelConfig, fmt: str, where: str) -> None:
         if biased:
             raise UserError(f"{where}: Mamba layers {biased} have projection biases, which mmmamba-release "
                             "does not hold")
+
+
+def release_caveats(config: ModelConfig) -> list[str]:
+    """What the released code will do differently with this model (written anyway)."""
+    notes = []
+    scaled = [i for i in config.attention_layers if config.shape(i).rope_scaling]
+    if scaled:
+        notes.append(f"attention layers {scaled} use rope_scaling; the released code applies plain RoPE, which "
+                     "differs past max_position_embeddings")
+    for name, s in (("embedding", config.embed_layer), ("LLM", config.llm_layer)):
+        if config.mamba_layers and s.num_kv_heads * 2 != s.num_heads:
+            notes.append(f"{name} layers have {s.num_heads} heads over {s.num_kv_heads} KV heads; the released "
+                         "decode sizes its conv state for exactly 2 query heads per KV head and will fail")
+    return notes
 
 
 def layout_state(config: ModelConfig, sd: dict[str, torch.Tensor], fmt: str) -> tuple[dict, dict]:
@@ -82,10 +97,13 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "mmmamba-releas
     check_exportable(config, fmt, str(source))
     check_loadable(config, dict(sd), str(source))
     cfg, tensors = layout_state(config, sd, fmt)
+    notes = release_caveats(config) if fmt == "mmmamba-release" else []
     log(f"{source} ({info.format}, {config.kind}) -> {out} as {fmt}: {len(tensors)} tensors")
+    for n in notes:
+        log(f"warning: {n}")
     with atomic_dir(out, force) as tmp:
         write_json_atomic(tmp / "config.json", cfg)
         files = save_safetensors(tensors, tmp, shard_bytes)
         files += copy_tokenizer(info.tokenizer_dir, tmp)
     blocks = ["mamba2" if t == "mamba" else "mha" for t in config.layer_types]
-    return ExportResult(Path(out), fmt, config.kind, blocks, ["config.json", *files])
+    return ExportResult(Path(out), fmt, config.kind, blocks, ["config.json", *files], notes)
