@@ -134,6 +134,8 @@ def test_export_reads_what_the_released_code_reads(tmp_path):
     learned = {k for k in tensors if not k.endswith(("tok_embeddings.weight", "class_embedding"))}
     assert learned <= set(back) and set(back) == set(tensors)
     assert all(torch.equal(back[k], tensors[k]) for k in learned)
+    head = back["language_model.output.weight"]  # what the released code ties to when tie_word_embeddings
+    assert torch.equal(back["language_model.model.tok_embeddings.weight"], head)
     d = json.loads((out / "config.json").read_text())
     assert d["embedding_config"]["llm_vocab_size"] == cfg["embedding_config"]["llm_vocab_size"]
     assert d["llm_config"]["vocab_size"] == cfg["llm_config"]["vocab_size"]

@@ -170,4 +170,5 @@ def config_to_hovle(c: ModelConfig) -> dict[str, Any]:
     return {**extra, "architectures": ["HoVLE"], "model_type": "hovle", "embedding_config": emb, "llm_config": llm,
             "template": c.template, "downsample_ratio": v.downsample_ratio, "force_image_size": v.image_size,
             "max_dynamic_patch": v.max_tiles, "min_dynamic_patch": 1, "dynamic_image_size": True,
-            "use_thumbnail": v.use_thumbnail, "normalize_encoder_output": False, "eos_token_id": c.eos_token_id}
+            "use_thumbnail": v.use_thumbnail, "normalize_encoder_output": False, "eos_token_id": c.eos_token_id,
+            "select_layer": -1, "ps_version": "v2"}  # read by the chat class, unused by HoVLE's forward

@@ -80,8 +80,9 @@ def layout_state(config: ModelConfig, sd: dict[str, torch.Tensor], fmt: str) -> 
     else:
         tensors, cfg = ours_to_release(sd, config), config_to_release(config)
     head = tensors["language_model.output.weight"]
-    # present in HoVLE's files and created by its code, unused by the forward (SPEC section 1)
-    tensors.setdefault("language_model.model.tok_embeddings.weight", torch.zeros_like(head))
+    # present in HoVLE's files and created by its code, unused by its forward (SPEC section 1); with
+    # tie_word_embeddings the released code ties output.weight to tok_embeddings, so it holds the head
+    tensors.setdefault("language_model.model.tok_embeddings.weight", head.clone())
     tensors.setdefault("embedding_model.vision_embeddings.class_embedding",
                        torch.zeros(1, 1, config.hidden_size, dtype=head.dtype))
     return cfg, tensors
