@@ -325,3 +325,15 @@ def test_export_warns_what_the_released_code_does_differently(tmp_path):
     lines = []
     r = export_model(src, tmp_path / "out", log=lines.append)
     assert any("plain RoPE" in n for n in r.notes) and any(line.startswith("warning:") for line in lines)
+
+
+def test_eval_reads_an_exported_release_the_same_as_its_source(tmp_path):
+    """The embedded teacher and its release-layout export score the same on easy-vqa items."""
+    from mmmamba_cli.assets import default_teacher
+    from mmmamba_cli.evaluate import evaluate_models
+
+    out = tmp_path / "teacher-release"
+    assert run("export", default_teacher(), "-o", out)[0] == 0
+    report = evaluate_models([default_teacher(), out], task="easyvqa", limit=6, batch_size=6)
+    a, b = (m["metrics"] for m in report["models"])
+    assert a["n"] == b["n"] == 6 and a == b
