@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest import image_inputs, save_hovle_snapshot, tiny_teacher
 from mmmamba_cli.cli.main import app
 from mmmamba_cli.errors import UserError
-from mmmamba_cli.io.load import load_model
+from mmmamba_cli.io.load import load_model, load_state
 
 runner = CliRunner()
 
@@ -262,3 +262,15 @@ def test_rope_scaling_matches_reference(tmp_path, llm, emb):
         ours = model(ids, pix)
     assert (ours - reference_logits(cfg, tensors, ids, pix)).abs().max().item() < 1e-5
     assert (ours - reference_logits(plain, tensors, ids, pix)).abs().max().item() > 1e-3  # scaling matters
+
+
+def test_bare_file_with_special_table_infers_both_vocabularies(tmp_path):
+    from safetensors.torch import save_file
+
+    from hovle_reference import TEXT_VOCAB, hovle_config, random_tensors
+
+    save_file(random_tensors(hovle_config(special=3)), str(tmp_path / "hovle.safetensors"))
+    config, _, info = load_state(tmp_path / "hovle.safetensors")
+    assert (config.vocab_size, config.num_special_embeddings, config.output_vocab_size) == (TEXT_VOCAB, 3,
+                                                                                           TEXT_VOCAB + 3)
+    assert any("inferred" in n for n in info.notes)
