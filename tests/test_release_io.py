@@ -327,8 +327,8 @@ def test_export_warns_what_the_released_code_does_differently(tmp_path):
     assert any("plain RoPE" in n for n in r.notes) and any(line.startswith("warning:") for line in lines)
 
 
-def test_eval_reads_an_exported_release_the_same_as_its_source(tmp_path):
-    """The embedded teacher and its release-layout export score the same on easy-vqa items."""
+def test_eval_and_generate_read_an_exported_release_like_its_source(tmp_path):
+    """The embedded teacher and its release-layout export score and answer the same."""
     from mmmamba_cli.assets import default_teacher
     from mmmamba_cli.evaluate import evaluate_models
 
@@ -337,3 +337,6 @@ def test_eval_reads_an_exported_release_the_same_as_its_source(tmp_path):
     report = evaluate_models([default_teacher(), out], task="easyvqa", limit=6, batch_size=6)
     a, b = (m["metrics"] for m in report["models"])
     assert a["n"] == b["n"] == 6 and a == b
+    said = [run("generate", m, "--prompt", "what color is the shape?", "--max-new-tokens", "3")
+            for m in (default_teacher(), out)]
+    assert said[0][0] == said[1][0] == 0 and said[0][1].strip() == said[1][1].strip()
