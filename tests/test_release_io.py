@@ -340,3 +340,21 @@ def test_eval_and_generate_read_an_exported_release_like_its_source(tmp_path):
     said = [run("generate", m, "--prompt", "what color is the shape?", "--max-new-tokens", "3")
             for m in (default_teacher(), out)]
     assert said[0][0] == said[1][0] == 0 and said[0][1].strip() == said[1][1].strip()
+
+
+def test_hovle_size_release_shapes_match_the_published_table():
+    """At HoVLE-2.6B shapes (meta tensors, no memory) the export has SPEC section 7's shapes."""
+    from mmmamba_cli.io.release_map import ours_to_release
+    from mmmamba_cli.model.config import preset
+    from mmmamba_cli.model.model import MMModel
+
+    config = preset("hovle-2.6b").with_layer_types(layer_types_for(list(range(0, 32, 4)), 32))
+    with torch.device("meta"):
+        sd = MMModel(config).state_dict()
+    out = ours_to_release(sd, config)
+    mamba, mha = "language_model.model.layers.1.attention.", "language_model.model.layers.0.attention."
+    want = {"wvkqgdt.weight": (6160, 2048), "conv1d.weight": (4096, 1, 2), "conv1d.bias": (4096,),
+            "A_log_bias": (16,), "dt_bias": (16,), "g_norm_swish_gate.weight": (128,), "o_proj.weight": (2048, 2048)}
+    assert {k: tuple(out[mamba + k].shape) for k in want} == want
+    assert tuple(out[mha + "wqkv.weight"].shape) == (4096, 2048) and mha + "wvkqgdt.weight" not in out
+    assert tuple(out["embedding_model.encoder.1.attention.wvkqgdt.weight"].shape) == (6160, 2048)
