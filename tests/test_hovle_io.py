@@ -274,3 +274,26 @@ def test_bare_file_with_special_table_infers_both_vocabularies(tmp_path):
     assert (config.vocab_size, config.num_special_embeddings, config.output_vocab_size) == (TEXT_VOCAB, 3,
                                                                                            TEXT_VOCAB + 3)
     assert any("inferred" in n for n in info.notes)
+
+
+@pytest.mark.parametrize("case", ["tied-to-tok-embeddings", "head-only-in-tok-embeddings", "tied-to-text-table"])
+def test_hovle_tie_means_the_head_is_tok_embeddings(tmp_path, case):
+    """HoVLE's tie_word_embeddings ties output to the LLM's tok_embeddings; ours ties to the text table."""
+    from hovle_reference import hovle_config, inputs, random_tensors, reference_logits, write_dir
+
+    cfg = hovle_config()
+    cfg["llm_config"]["tie_word_embeddings"] = True
+    tensors = random_tensors(cfg)
+    tensors["language_model.model.tok_embeddings.weight"] = tensors["language_model.output.weight"]
+    if case == "head-only-in-tok-embeddings":
+        head = tensors.pop("language_model.output.weight")
+    if case == "tied-to-text-table":
+        tensors["language_model.output.weight"] = tensors["embedding_model.llm_text_embeddings.weight"]
+    model, info = load_model(write_dir(tmp_path / "hovle", cfg, tensors))
+    assert model.config.tie_word_embeddings == (case == "tied-to-text-table")
+    if case == "head-only-in-tok-embeddings":
+        tensors["language_model.output.weight"] = head
+    ids, pix = inputs(cfg)
+    want = reference_logits(cfg, tensors, ids, pix)
+    with torch.no_grad():  # the text table as head gives logits near 10: compare relative to their size
+        assert (model(ids, pix) - want).abs().max().item() < 1e-5 * max(1.0, want.abs().max().item())

@@ -136,7 +136,9 @@ def config_from_hovle(d: dict[str, Any]) -> ModelConfig:
             pad_token_id=llm.get("pad_token_id", 2),
             template=d.get("template", "internlm2-chat"),
             system_prompt=str(d.get("system_message", "")),
-            tie_word_embeddings=bool(llm.get("tie_word_embeddings", False)),
+            # HoVLE ties its head to the LLM's unused tok_embeddings, never to the text table: our tie
+            # (head = text table) is only possible when both have the same rows (load checks the values)
+            tie_word_embeddings=bool(llm.get("tie_word_embeddings", False)) and head_vocab == text_vocab,
         )
     except KeyError as e:
         raise UserError(f"config.json: missing key {e.args[0]!r}") from None

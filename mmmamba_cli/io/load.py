@@ -70,17 +70,33 @@ def config_from_json(d: dict, where: Path) -> ModelConfig:
                     "snapshot, a released mmMamba model, an mmmamba model, or a Llama/Mistral/Qwen2 causal LM")
 
 
+def _hovle_head(sd: dict[str, torch.Tensor], config: ModelConfig) -> list[str]:
+    """HoVLE's tie is head = the LLM's tok_embeddings (unused otherwise), ours head = text table."""
+    out, tok, text = ("language_model.output.weight", "language_model.model.tok_embeddings.weight",
+                      "embedding_model.llm_text_embeddings.weight")
+    notes = []
+    if out not in sd and tok in sd:  # a tied save that kept only the input side
+        sd[out] = sd[tok]
+        notes.append(f"output head read from {tok} (the file ties them)")
+    if config.tie_word_embeddings and out in sd and text in sd and not torch.equal(sd[out], sd[text]):
+        config.tie_word_embeddings = False
+        notes.append("tie_word_embeddings: the head differs from the text table (HoVLE ties it to tok_embeddings); "
+                     "loaded untied")
+    return notes
+
+
 def _rename(sd: dict[str, torch.Tensor], config: ModelConfig, fmt: str | None, path: Path):
     """HoVLE / release names -> ours (our own names pass through)."""
     if not any(k.startswith(("embedding_model.", "language_model.")) for k in sd):
         return sd, []
+    head_notes = _hovle_head(sd, config)
     if fmt == "mmmamba-release" or config.mamba_layers:
         sd, unexpected, _ = release_to_ours(sd, config)
     else:
         sd, unexpected, _ = hovle_to_ours(sd, config)
     if unexpected:
         raise UserError(f"unexpected tensor(s) in {path}: {', '.join(sorted(unexpected)[:8])}")
-    notes = untrained_notes(sd, config) if fmt == "mmmamba-release" else []
+    notes = head_notes + (untrained_notes(sd, config) if fmt == "mmmamba-release" else [])
     for n in notes:
         log.warning("%s: %s", path, n)
     return sd, notes

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UserError
 from ..model.config import MambaSettings, ModelConfig
-from .files import DEFAULT_SHARD_BYTES, atomic_dir, save_safetensors, write_json_atomic
+from .files import DEFAULT_SHARD_BYTES, atomic_dir, check_output_dir, save_safetensors, write_json_atomic
 from .hovle_config import config_to_hovle
 from .hovle_map import ours_to_hovle
 from .load import check_loadable, load_state
@@ -94,9 +94,11 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "mmmamba-releas
     """Read ``source`` (any loadable model), write it to ``out`` in ``fmt`` atomically."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    check_output_dir(Path(out), force)  # before reading gigabytes
     config, sd, info = load_state(source, config_path)
     check_exportable(config, fmt, str(source))
-    check_loadable(config, dict(sd), str(source))
+    sd = dict(sd)
+    check_loadable(config, sd, str(source))  # also fills a tied head
     cfg, tensors = layout_state(config, sd, fmt)
     notes = release_caveats(config) if fmt == "mmmamba-release" else []
     log(f"{source} ({info.format}, {config.kind}) -> {out} as {fmt}: {len(tensors)} tensors")
