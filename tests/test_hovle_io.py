@@ -198,7 +198,7 @@ def _set(path: str, value):
     return change
 
 
-@pytest.mark.parametrize("change,needle", [
+REFUSALS = [
     (_set("llm_config.rope_scaling", {"type": "yarn", "factor": 2.0}), "llm_config.rope_scaling"),
     (_set("embedding_config.rope_scaling", {"type": "dynamic"}), "embedding_config.rope_scaling"),
     (_set("normalize_encoder_output", True), "normalize_encoder_output"),
@@ -213,7 +213,11 @@ def _set(path: str, value):
     (_set("llm_config.mlp_bias", True), "mlp_bias"),
     (_set("llm_config.architectures", ["Phi3ForCausalLM"]), "architectures"),
     (_set("use_llm_lora", 16), "use_llm_lora"),
-])
+    (_set("use_backbone_lora", 8), "use_backbone_lora"),
+]
+
+
+@pytest.mark.parametrize("change,needle", REFUSALS)
 def test_unsupported_switch_refused_in_one_line(tmp_path, change, needle):
     from hovle_reference import hovle_config, random_tensors, write_dir
 
@@ -297,3 +301,14 @@ def test_hovle_tie_means_the_head_is_tok_embeddings(tmp_path, case):
     want = reference_logits(cfg, tensors, ids, pix)
     with torch.no_grad():  # the text table as head gives logits near 10: compare relative to their size
         assert (model(ids, pix) - want).abs().max().item() < 1e-5 * max(1.0, want.abs().max().item())
+
+
+def test_every_switch_is_covered():
+    """Each switch HoVLE's code honours is mapped (tested above) or has a refusal case here."""
+    from mmmamba_cli.io.hovle_config import SWITCHES
+
+    refused = {needle for _, needle in REFUSALS}
+    for switch in SWITCHES:
+        name = switch.split(".")[-1]
+        assert any(name in needle for needle in refused) or name in {"special_token_maps", "max_dynamic_patch", "dynamic_image_size",
+                                           "use_thumbnail"}, switch
