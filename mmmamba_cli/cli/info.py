@@ -15,9 +15,10 @@ def command(
     config: ConfigPath = None,
 ) -> None:
     """Show a model's kind, layer layout, sizes and per-sequence decode-state memory."""
-    from ..io.load import load_state
+    from ..io.load import check_loadable, load_state
 
     cfg, sd, info = load_state(model, config)
+    check_loadable(cfg, dict(sd), str(model))
     params = sum(t.numel() for t in sd.values())
     s = cfg.llm_layer
     kv_per_token = sum(2 * cfg.shape(i).num_kv_heads * cfg.shape(i).head_dim * 2 for i in cfg.attention_layers)
@@ -25,10 +26,13 @@ def command(
     t = Table(show_header=False, box=None)
     rows = [("source", f"{info.source} ({info.format})"), ("kind", cfg.kind), ("parameters", f"{params:,}"),
             ("layers", f"{cfg.num_layers} ({cfg.num_embed_layers} embedding + {cfg.num_llm_layers} LLM)"),
+            ("layout", _layout(cfg)),
             ("attention layers", str(cfg.attention_layers or "none")),
             ("mamba layers", str(cfg.mamba_layers or "none")),
             ("hidden / heads / kv heads / head dim", f"{cfg.hidden_size} / {s.num_heads} / {s.num_kv_heads} / "
                                                      f"{s.head_dim}"),
+            ("vocabulary (text / special / head)", f"{cfg.vocab_size} / {cfg.num_special_embeddings} / "
+                                                   f"{cfg.output_vocab_size}"),
             ("vision", "none" if cfg.vision is None else
              f"{cfg.vision.image_size}px tiles, {cfg.vision.tokens_per_tile} tokens each"),
             ("KV cache per token (bf16)", f"{kv_per_token:,} bytes"),
@@ -37,3 +41,10 @@ def command(
     for k, v in rows:
         t.add_row(f"[bold]{k}", v)
     console.print(t)
+
+
+def _layout(cfg) -> str:
+    """One letter per global layer, A = attention, M = Mamba-2, grouped by module."""
+    letters = "".join("A" if t == "attention" else "M" for t in cfg.layer_types)
+    n = cfg.num_embed_layers
+    return f"embedding {letters[:n]} | LLM {letters[n:]}" if n else letters

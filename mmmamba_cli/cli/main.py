@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, demo, distill, evaluate, generate, hybridize, info, train_teacher
+from . import bench, demo, distill, evaluate, export, generate, hybridize, info, train_teacher
 from . import seed as seed_cmd
 from .common import run_app
 
@@ -27,7 +27,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 app.command("seed")(seed_cmd.seed)
 for _name, _module in (("distill", distill), ("hybridize", hybridize), ("eval", evaluate), ("bench", bench),
-                       ("demo", demo), ("generate", generate), ("info", info), ("train-teacher", train_teacher)):
+                       ("demo", demo), ("generate", generate), ("info", info), ("export", export),
+                       ("train-teacher", train_teacher)):
     app.command(_name)(_module.command)
 
 

@@ -31,7 +31,7 @@ class MMMambaConfig(PretrainedConfig):
     def _mirror(self) -> None:
         """Copy the sizes and token ids transformers looks for onto the config itself."""
         c, s = self.mmmamba, self.mmmamba.llm_layer
-        self.hidden_size, self.vocab_size, self.num_hidden_layers = c.hidden_size, c.vocab_size, c.num_layers
+        self.hidden_size, self.vocab_size, self.num_hidden_layers = c.hidden_size, c.output_vocab_size, c.num_layers
         self.num_attention_heads, self.num_key_value_heads, self.head_dim = s.num_heads, s.num_kv_heads, s.head_dim
         self.max_position_embeddings = s.max_position_embeddings
         self.tie_word_embeddings = c.tie_word_embeddings

@@ -22,6 +22,7 @@ import torch
 from ..errors import UserError
 from ..model.config import LayerShape, ModelConfig
 from .files import INDEX, SINGLE, read_state_dir, read_state_file
+from .load_info import LoadInfo
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 ROPE_KINDS = ("default", "linear", "dynamic", "llama3")
@@ -51,8 +52,6 @@ _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
 def load_hf_causal_lm_state(path: str | Path, d: dict[str, Any]):
     """(ModelConfig, state dict in our names, LoadInfo) for a Llama / Mistral / Qwen2 directory."""
-    from .load import LoadInfo  # load.py imports this module lazily
-
     path = Path(path)
     notes: list[str] = []
     config = config_from_hf(d, path, notes)

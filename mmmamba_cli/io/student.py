@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..model.config import ModelConfig
-from .load import config_from_json, read_config_json
+from .load import config_from_json, read_config_json, source_format
 
 
 def student_config(path: str | Path, where: str | None = None) -> ModelConfig:
@@ -14,7 +14,7 @@ def student_config(path: str | Path, where: str | None = None) -> ModelConfig:
     if not (path / "config.json").is_file():
         raise UserError(f"{where}: not a model directory (no config.json)")
     d = read_config_json(path / "config.json")
-    if d.get("model_type") != "mmmamba":
+    if source_format(d) not in ("mmmamba", "mmmamba-release"):
         raise UserError(f"{where}: not an mmmamba model (seed one first: `mmmamba seed --attn-layers ...`)")
     config = config_from_json(d, path / "config.json")
     if not config.mamba_layers:

@@ -80,8 +80,9 @@ RUNTIME_FIELDS = (("mamba", "impl"),)
 @dataclass
 class ModelConfig:
     hidden_size: int = 2048
-    vocab_size: int = 92553
+    vocab_size: int = 92553  # rows of the text table: ids below it are text, ids >= it special
     num_special_embeddings: int = 0  # rows of the separate special-token table (ids >= vocab_size)
+    head_vocab_size: int | None = None  # rows of the output head; None: vocab_size (HoVLE: llm vocab_size)
     num_embed_layers: int = 8
     num_llm_layers: int = 24
     embed_layer: LayerShape = field(default_factory=LayerShape)
@@ -113,6 +114,11 @@ class ModelConfig:
         return self.embed_layer if layer < self.num_embed_layers else self.llm_layer
 
     @property
+    def output_vocab_size(self) -> int:
+        """Rows of the output head (HoVLE: the LLM's vocab_size, may exceed the text table)."""
+        return self.vocab_size if self.head_vocab_size is None else self.head_vocab_size
+
+    @property
     def attention_layers(self) -> list[int]:
         return [i for i, t in enumerate(self.layer_types) if t == ATTENTION]
 
@@ -136,6 +142,9 @@ class ModelConfig:
         for name, s in (("embed_layer", self.embed_layer), ("llm_layer", self.llm_layer)):
             if s.num_heads % s.num_kv_heads:
                 errors.append(f"{name}: num_heads {s.num_heads} not divisible by num_kv_heads {s.num_kv_heads}")
+        if self.tie_word_embeddings and self.output_vocab_size != self.vocab_size:
+            errors.append(f"tied embeddings need head_vocab_size {self.output_vocab_size} == vocab_size "
+                          f"{self.vocab_size}")
         if self.vision is not None and self.num_embed_layers and self.img_context_token_id is None:
             errors.append("a vision model needs img_context_token_id")
         if errors:

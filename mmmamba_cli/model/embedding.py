@@ -52,6 +52,10 @@ class VisionStem(nn.Module):
 
 
 class Embedder(nn.Module):
+    """Text ids below ``vocab_size`` (HoVLE: ``llm_vocab_size``) read ``embed_tokens``; ids at or above
+    it read the special-token table at row ``id - vocab_size`` (HoVLE's ``special_text_embeddings``),
+    or row 0 of the text table when there is none, as HoVLE's code does."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config

@@ -46,7 +46,7 @@ class MMModel(nn.Module):
         self.embed = Embedder(config)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.output_vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed.embed_tokens.weight
 

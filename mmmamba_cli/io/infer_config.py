@@ -36,6 +36,9 @@ def _layer_shape(sd, prefix: str, notes: list[str], where: str) -> LayerShape:
 
 def infer_hovle_config(sd: dict[str, torch.Tensor]) -> tuple[ModelConfig, list[str]]:
     notes: list[str] = []
+    if any(k.endswith("attention.wvkqgdt.weight") for k in sd):
+        raise UserError("a state dict in the released mmMamba layout: its layer layout (layers_block_type) is "
+                        "only in its config.json; pass --config")
     if "embedding_model.llm_text_embeddings.weight" not in sd:
         raise UserError("cannot infer a config: no HoVLE tensor names found (pass --config)")
     vocab, hidden = sd["embedding_model.llm_text_embeddings.weight"].shape
@@ -46,10 +49,13 @@ def infer_hovle_config(sd: dict[str, torch.Tensor]) -> tuple[ModelConfig, list[s
     grid = int(round((pos.shape[1] - 1) ** 0.5))
     ratio = (hidden / sd["embedding_model.pixel_shuffle_proj.0.weight"].shape[1]) ** 0.5
     special = sd.get("embedding_model.special_text_embeddings.weight")
+    head = sd.get("language_model.output.weight")
+    head_vocab = None if head is None or head.shape[0] == vocab else int(head.shape[0])
     vision = VisionSettings(image_size=grid * patch.shape[-1], patch_size=patch.shape[-1],
                             num_channels=patch.shape[1], downsample_ratio=ratio)
     config = ModelConfig(
         hidden_size=hidden, vocab_size=vocab, num_special_embeddings=0 if special is None else special.shape[0],
+        head_vocab_size=head_vocab,
         num_embed_layers=n_emb, num_llm_layers=n_llm,
         embed_layer=_layer_shape(sd, "embedding_model.encoder.", notes, "embedding"),
         llm_layer=_layer_shape(sd, "language_model.model.layers.", notes, "LLM"), vision=vision)
