@@ -21,6 +21,9 @@ ConfigPath = Annotated[Optional[Path], typer.Option(
     "--config", help="config.json for a bare state-dict file (HoVLE or mmmamba format).")]
 AttnLayers = Annotated[Optional[str], typer.Option(
     "--attn-layers", help="Global layer indices kept as softmax attention, e.g. 0,4,8 (default: none).")]
+TrustRemoteCode = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Allow Python files shipped in a model directory (tokenization_*.py) to run "
+                                "(also MMMAMBA_TRUST_REMOTE_CODE=1). Without it, no code from a model runs.")]
 
 
 def debug() -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console
+from .common import TrustRemoteCode, console
 
 
 def command(
@@ -17,10 +17,13 @@ def command(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Generate an answer: prefill once, then decode token by token with the hybrid cache."""
     from ..chat import answer
+    from ..io.tokenizer import allow_remote_code
 
-    text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                  seed=seed)
+    with allow_remote_code(trust_remote_code):
+        text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      seed=seed)
     console.print(text, highlight=False, markup=False)
