@@ -146,6 +146,11 @@ def _tokenizer_class():
                 body = [0] * (len(token_ids_0) + (len(token_ids_1) if token_ids_1 else 0))
                 return [1] * self.add_bos_token + body + [1] * self.add_eos_token
 
+            def _convert_id_to_token(self, index: int) -> str:
+                """Ids past the sentencepiece vocabulary (a model's padded embedding rows) read as unk."""
+                return self.sp_model.IdToPiece(index) if 0 <= index < self.sp_model.get_piece_size() \
+                    else str(self.unk_token)
+
             def convert_tokens_to_string(self, tokens: list[str]) -> str:
                 """Runs of ordinary pieces through sentencepiece's decoder, added tokens verbatim."""
                 out, run = [], []

@@ -56,7 +56,10 @@ def load_tokenizer(directory: Path | None, model_path: str | Path | None = None,
     if not (trust and code_files(directory)) and is_internlm2_dir(directory):
         return load_internlm2_tokenizer(directory)
     from transformers import AutoTokenizer  # deferred: slow to import
+    from transformers.utils import logging as hf_logging
 
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its notes about config.json model types are noise here
     try:
         return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust)
     except Exception as exc:  # noqa: BLE001 - any failure here is a broken tokenizer directory
@@ -66,3 +69,5 @@ def load_tokenizer(directory: Path | None, model_path: str | Path | None = None,
                             f"(or set {REMOTE_CODE_ENV}=1) if you trust it") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{model_path}: cannot load the tokenizer in {directory}: {first}") from None
+    finally:
+        hf_logging.set_verbosity(level)
