@@ -24,6 +24,8 @@ def command(
     from ..errors import UserError
     from ..io.tokenizer import allow_remote_code
 
+    if image is not None and not image.is_file():
+        raise UserError(f"--image {image}: no such file")
     if top_p <= 0:
         raise UserError(f"--top-p {top_p}: must be above 0 (1 keeps the whole distribution)")
     with allow_remote_code(trust_remote_code):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io.files import atomic_dir, write_json_atomic
+from ..io.files import atomic_dir, load_pickle, write_json_atomic
 
 PREFIX = "step-"
 
@@ -77,7 +77,7 @@ def save_checkpoint(work: Path, step: int, trainable: dict[str, torch.Tensor], o
 def load_checkpoint(path: Path) -> dict:
     """{"trainable", "optimizer", "scheduler", "rng", "step", "metrics_lines"}."""
     path = Path(path)
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state = load_pickle(path / "state.pt")
     state["trainable"] = load_file(str(path / "trainable.safetensors"))
     state["metrics_lines"] = json.loads((path / "state.json").read_text())["metrics_lines"]
     return state

@@ -44,7 +44,8 @@ def check_writable_parent(out: Path) -> None:
     try:
         Path(tempfile.mkdtemp(prefix=".mmmamba-probe-", dir=parent)).rmdir()
     except OSError as e:
-        raise UserError(f"cannot write {out}: {parent} is not writable ({e.strerror or type(e).__name__})") from None
+        raise UserError(f"cannot write {out}: nothing can be created in {parent} "
+                        f"({e.strerror or type(e).__name__})") from None
 
 
 @contextlib.contextmanager
@@ -223,15 +224,35 @@ def read_state_dir(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory} has no {INDEX} or {SINGLE}")
 
 
+def load_pickle(path: Path):
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never pickled code; any
+    refusal or corruption is one line (torch's advice to lower the guard is not repeated)."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise UserError(f"cannot read {path}: it holds Python objects besides tensors, and pickled code is "
+                            "never run (save a plain state dict, or convert it to .safetensors)") from None
+        raise UserError(f"cannot read {path}: not a readable checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - any other unpickling failure is a corrupt file
+        raise UserError(f"cannot read {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def read_state_file(path: Path) -> dict[str, torch.Tensor]:
     """A single .safetensors / .pt / .ckpt / .bin state dict (nested 'state_dict'/'model' unwrapped)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         return _load_st(path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file
-        raise UserError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    obj = load_pickle(path)
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
