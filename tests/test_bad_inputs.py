@@ -57,6 +57,8 @@ def world(tmp_path_factory):
     (w / "badconfig").mkdir()
     (w / "badconfig" / "config.json").write_text('{"model_type": "mmmamba", "hidden_size": ')
     torch.save({"state_dict": {"w": torch.zeros(2)}, "junk": _Payload()}, w / "payload.pt")
+    shutil.copytree(w / "teacher", w / "escape")
+    (w / "escape" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "../afile"}}))
     return w
 
 
@@ -74,12 +76,13 @@ CASES = [
     ("seed-existing-out", "seed {w}/teacher -o {w}/existing", "already exists"),
     ("seed-out-is-file", "seed {w}/teacher -o {w}/afile", "is a file"),
     ("seed-out-under-file", "seed {w}/teacher -o {w}/afile/sub", "afile is a file"),
-    ("seed-out-under-proc", "seed {w}/teacher -o /proc/mmmamba-out", "nothing can be created in /proc"),
+    ("seed-out-under-proc", "seed {w}/teacher -o /proc/mmmamba-out", "created in /proc"),
     ("seed-layer-out-of-range", "seed {w}/teacher -o {w}/o2 --attn-layers 99", "99"),
     ("seed-layer-not-a-number", "seed {w}/teacher -o {w}/o3 --attn-layers a,b", "attn-layers"),
     ("seed-corrupt-safetensors", "seed {w}/corrupt.safetensors -o {w}/o4", "corrupt.safetensors"),
     ("seed-corrupt-config", "seed {w}/badconfig -o {w}/o5", "config.json"),
     ("seed-pickled-code", "seed {w}/payload.pt -o {w}/o6", "pickled code is never run"),
+    ("seed-index-escapes-folder", "seed {w}/escape -o {w}/o8", "same folder"),
     ("seed-missing-config", "seed {w}/teacher/model.safetensors --config {w}/nope.json -o {w}/o7", "nope.json"),
     # distill
     ("distill-bad-stage", "distill --stage 4 -r {w}/run", "--stage"),
@@ -107,7 +110,7 @@ CASES = [
     ("eval-ragged-tsv", "eval {w}/teacher --task {w}/ragged.tsv -o {w}/e2", "row 3"),
     ("eval-malformed-record", "eval {w}/teacher --task {w}/badrec.jsonl -o {w}/e3", "line 1"),
     ("eval-existing-out", "eval {w}/teacher --task {w}/task.jsonl -o {w}/existing", "already exists"),
-    ("eval-out-under-proc", "eval {w}/teacher --task {w}/task.jsonl -o /proc/mmmamba-eval", "nothing can be created in /proc"),
+    ("eval-out-under-proc", "eval {w}/teacher --task {w}/task.jsonl -o /proc/mmmamba-eval", "created in /proc"),
     ("eval-out-under-file", "eval {w}/teacher --task {w}/task.jsonl -o {w}/afile/e", "afile is a file"),
     ("eval-missing-model", "eval {w}/nope --task {w}/task.jsonl -o {w}/e4", "nope"),
     ("eval-unknown-kind", "eval {w}/teacher --task {w}/task.jsonl --kind bogus -o {w}/e5", "bogus"),

@@ -207,8 +207,14 @@ def read_state_dir(directory: Path) -> dict[str, torch.Tensor]:
         try:
             index = json.loads((directory / INDEX).read_text())
             weight_map = index["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UserError(f"{directory / INDEX} is not a valid safetensors index ({e})") from None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v and Path(v).name == v
+                                                           for v in weight_map.values()):
+                raise TypeError("weight_map must map tensor names to shard file names in the same folder")
+        except json.JSONDecodeError as e:
+            raise UserError(f"{directory / INDEX} is not valid JSON (line {e.lineno}: {e.msg})") from None
+        except (KeyError, TypeError) as e:
+            what = "it has no weight_map" if isinstance(e, KeyError) else str(e)
+            raise UserError(f"{directory / INDEX} is not a valid safetensors index: {what}") from None
         sd = {}
         for shard in sorted(set(weight_map.values())):
             if not (directory / shard).exists():
