@@ -77,3 +77,24 @@ def test_force_replaces_and_a_failed_write_keeps_the_old(tmp_path):
         (tmp / "v").write_text("3")
     assert tree(out) == {"v": b"3"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+@pytest.mark.slow
+def test_two_seed_processes_to_one_output(tmp_path):
+    """Two real `mmmamba seed` processes at once: one succeeds, the other exits 2, the result loads."""
+    import os
+    import subprocess
+    import sys
+
+    from mmmamba_cli.io.load import load_model
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-c", "from mmmamba_cli.cli.main import main; main()", "seed", "-o", str(tmp_path / "s")]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert len(loser.strip().splitlines()) == 1 and "Traceback" not in loser
+    load_model(tmp_path / "s")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]

@@ -146,19 +146,30 @@ def _renameat2():
     return _RENAMEAT2[0]
 
 
-def _default_modes(root: Path) -> None:
-    """mkdtemp makes 0700 directories: give the result the usual umask-based modes."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
+    return umask
+
+
+def _default_modes(root: Path) -> None:
+    """mkdtemp makes 0700 directories: give the result the usual umask-based modes."""
+    umask = _umask()
     for path in [root, *root.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)  # unique per writer
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2, default=str) + "\n")
+        os.chmod(name, 0o666 & ~_umask())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def save_safetensors(sd: dict[str, torch.Tensor], directory: Path, shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[str]:
