@@ -72,3 +72,17 @@ def test_guard_explosion_threshold_and_off_switch(tmp_path):
         off.check_loss(3, float("nan"))
     with pytest.raises(NonFiniteLoss, match="non-finite weights"):
         off.check_weights(4, {"w": torch.tensor([1.0, float("inf")])})
+
+
+def test_stale_partial_without_checkpoint_neither_blocks_nor_hides(run_and_data):
+    """A work dir left with no checkpoint (e.g. killed at step 1) is stale: a new run with another
+    recipe starts over, and the message about an existing output mentions it."""
+    run, data = run_and_data
+    stale = run / "stage1.partial"
+    stale.mkdir()
+    (stale / "recipe.json").write_text(json.dumps({"recipe": {"optim": {"lr": 123.0}}}))
+    out = run_stage(run, 1, "tiny", ["train.steps=2", "train.save_every=0"], data=data, resume=True)
+    assert (out / "config.json").exists() and not stale.exists()
+    stale.mkdir()
+    with pytest.raises(UserError, match="stale stage1.partial"):
+        run_stage(run, 1, "tiny", ["train.steps=2"], data=data)

@@ -68,3 +68,30 @@ def test_trusted_seed_carries_the_code(planted, tmp_path, monkeypatch, capsys):
     code, err = cli(monkeypatch, capsys, "seed", teacher, "-o", tmp_path / "s", "--trust-remote-code")
     assert code == 0, err
     assert (tmp_path / "s" / "tokenization_internlm2.py").exists()
+
+
+@pytest.mark.slow
+def test_distill_hybridize_and_bench_never_run_a_planted_student(planted, tmp_path, monkeypatch, capsys):
+    """A student handed over with code planted in it (auto_map included) is read as data too."""
+    from test_distill_setup import make_jsonl
+
+    teacher, _ = planted
+    run = tmp_path / "run"
+    code, err = cli(monkeypatch, capsys, "seed", teacher, "-r", run)
+    assert code == 0, err
+    cfg = json.loads((teacher / "tokenizer_config.json").read_text())
+    (run / "seed" / "tokenizer_config.json").write_text(json.dumps(cfg))  # auto_map back in
+    marker = tmp_path / "student-RAN"
+    (run / "seed" / "tokenization_internlm2.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    data = make_jsonl(tmp_path / "data", n=8)
+    code, err = cli(monkeypatch, capsys, "distill", "--stage", "1", "-r", run, "--recipe", "tiny", "--data", data,
+                    "train.steps=1", "train.save_every=0")
+    assert code == 0, err
+    code, err = cli(monkeypatch, capsys, "hybridize", run / "seed", "-o", tmp_path / "hyb", "--count", 1,
+                    "--placement", "auto", "--data", data, "--calib-samples", 2, "--batch-size", 2)
+    assert code == 0, err
+    code, err = cli(monkeypatch, capsys, "bench", "--model", run / "seed", "--models", "linear", "--tokens", 16,
+                    "--steps", 1, "--warmup", 0, "--repeats", 1, "--new-tokens", 2, "-o", tmp_path / "bench")
+    assert code == 0, err
+    assert not marker.exists()
+    assert not list((run / "stage1").glob("*.py")) and not list((tmp_path / "hyb").glob("*.py"))
