@@ -63,11 +63,13 @@ def command(
     common = dict(limit=limit, batch_size=batch_size, force=force, device=device, dtype=dtype, log=log)
     done = []  # (report, output directory)
     task = (task or "easyvqa") if task is not None or lm_eval is None else None
-    targets = {"task": (out or run_dir / "eval") / Path(task).stem if both or out is None else out,
-               "lm_eval": (out or run_dir / "eval") / "lm-eval" if both or out is None else out}
-    for name, wanted in (("task", task is not None), ("lm_eval", lm_eval is not None)):
-        if wanted:
-            check_output_dir(targets[name], force)  # every output location before any work
+    targets = {}
+    if task is not None:
+        targets["task"] = (out or run_dir / "eval") / Path(task).stem if both or out is None else out
+    if lm_eval is not None:
+        targets["lm_eval"] = (out or run_dir / "eval") / "lm-eval" if both or out is None else out
+    for target in targets.values():
+        check_output_dir(target, force)  # every output location before any work
     with allow_remote_code(trust_remote_code):
         if task is not None:  # first: bad task data fails fast
             done.append((evaluate_models(models, task, kind=kind, image_root=image_root, teacher=teacher,
