@@ -86,3 +86,18 @@ def test_stale_partial_without_checkpoint_neither_blocks_nor_hides(run_and_data)
     stale.mkdir()
     with pytest.raises(UserError, match="stale stage1.partial"):
         run_stage(run, 1, "tiny", ["train.steps=2"], data=data)
+
+
+@pytest.mark.parametrize("damage", ["state.json", "state.pt", "trainable.safetensors"])
+def test_damaged_checkpoint_is_one_line(tmp_path, damage):
+    from mmmamba_cli.distill.checkpoint import load_checkpoint, save_checkpoint
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    path = save_checkpoint(tmp_path, 2, {"w": w}, opt, sched, [{}], 2, keep=2)
+    assert float(load_checkpoint(path)["trainable"]["w"].sum()) == 3.0
+    (path / damage).write_bytes(b"\x00garbage")
+    with pytest.raises(UserError) as e:
+        load_checkpoint(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)

@@ -204,6 +204,11 @@ def save_safetensors(sd: dict[str, torch.Tensor], directory: Path, shard_bytes: 
     return names + [INDEX]
 
 
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """One .safetensors file; unreadable or corrupt files are a one-line UserError."""
+    return _load_st(Path(path))
+
+
 def _load_st(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
