@@ -128,6 +128,12 @@ CASES = [
     ("bench-bad-models", "bench --models foo -o {w}/b2", "foo"),
     ("bench-existing-out", "bench --tokens 64 -o {w}/existing", "already exists"),
     ("info-missing-model", "info {w}/nope", "nope"),
+    ("info-not-a-model", "info {w}/afile", "not a model directory"),
+    ("train-teacher-existing-out", "train-teacher -o {w}/existing", "already exists"),
+    ("train-teacher-out-under-file", "train-teacher -o {w}/afile/t", "afile is a file"),
+    ("train-teacher-unknown-key", "train-teacher -o {w}/t2 hidden_sise=3", "hidden_size"),
+    ("demo-existing-out", "demo -o {w}/existing", "already exists"),
+    ("demo-out-under-file", "demo -o {w}/afile/d", "afile is a file"),
     ("unknown-command", "frobnicate", "frobnicate"),
     ("unknown-option", "seed --nope", "--nope"),
 ]
@@ -148,7 +154,7 @@ def test_bad_input_one_line_exit_2_nothing_touched(world, monkeypatch, capsys, a
 def test_at_least_forty_cases_across_all_commands():
     commands = {c[1].split()[0] for c in CASES}
     assert len(CASES) >= 40
-    assert {"seed", "distill", "hybridize", "eval", "generate", "bench", "info"} <= commands
+    assert {"seed", "distill", "hybridize", "eval", "generate", "bench", "info", "train-teacher", "demo"} <= commands
 
 
 def test_debug_variable_shows_the_traceback(world, monkeypatch):
