@@ -150,3 +150,17 @@ def test_copy_tokenizer_carries_no_code(tmp_path):
     load_tokenizer(tmp_path / "out")
     (tmp_path / "trusted").mkdir()
     assert "tokenization_internlm2.py" in copy_tokenizer(d, tmp_path / "trusted", trust_remote_code=True)
+
+
+@pytest.mark.parametrize("dummy_prefix", [True, False])
+def test_chat_prompt_is_the_rendered_template_encoded_the_internlm2_way(tmp_path, dummy_prefix):
+    from mmmamba_cli.data import build_prompt
+
+    proto = train_sp(dummy_prefix)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    added = {t: sp.get_piece_size() + i for i, t in enumerate(ADDED)}
+    tok = load_tokenizer(internlm2_dir(tmp_path / "tok", proto, added, plant=False))
+    got = build_prompt(tok, "<image>\nwhat color is the shape?", [1], 2, "")
+    rendered = (f"{IM_START}user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nwhat color is the shape?{IM_END}"
+                f"{IM_START}assistant\n")
+    assert got == reference(sp, added, rendered)
