@@ -98,3 +98,20 @@ def test_two_seed_processes_to_one_output(tmp_path):
     assert len(loser.strip().splitlines()) == 1 and "Traceback" not in loser
     load_model(tmp_path / "s")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_read_only_location_fails_before_any_work(tmp_path, monkeypatch):
+    """Root ignores mode bits, so a read-only file system is simulated where the probe runs."""
+    import errno
+    import tempfile
+
+    from mmmamba_cli.io.files import check_output_dir
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(UserError, match="Read-only file system") as e:
+        check_output_dir(tmp_path / "a" / "b", force=False)
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "a").exists()
