@@ -10,6 +10,7 @@ are checked to be finite before a checkpoint is written. "Exploded" means the lo
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import deque
 from pathlib import Path
@@ -39,7 +40,7 @@ class DivergenceGuard:
         self.recent: deque[float] = deque(maxlen=window)
 
     def check_loss(self, step: int, loss: float) -> None:
-        if not torch.isfinite(torch.tensor(loss)):
+        if not math.isfinite(loss):
             raise self.stop(step, f"non-finite loss ({loss})")
         if self.factor > 0 and self.recent:
             median = statistics.median(self.recent)
@@ -49,7 +50,7 @@ class DivergenceGuard:
         self.recent.append(loss)
 
     def check_grad(self, step: int, grad_norm: float) -> None:
-        if not torch.isfinite(torch.tensor(grad_norm)):
+        if not math.isfinite(grad_norm):
             raise self.stop(step, f"non-finite gradient norm ({grad_norm})")
 
     def check_weights(self, step: int, params: dict[str, torch.Tensor]) -> None:
