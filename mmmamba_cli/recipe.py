@@ -104,7 +104,7 @@ def build(schema: type[T], data: dict, where: str = "recipe") -> T:
     if obj is not None and hasattr(obj, "check"):
         try:  # semantic checks too, unless a type error makes them meaningless
             errors.extend(obj.check())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError, KeyError):
             pass
     if errors:
         raise UserError(f"{where}: " + "; ".join(errors))
@@ -179,6 +179,10 @@ def _value(tp, value, key: str, errors: list[str]) -> Any:
         out = [_value(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):  # `train=3`, `train=`, `optim=[1,2]`, `train: 3`
+            errors.append(f"{key}: expected a section of keys (e.g. {key}.<name>=...), got "
+                          f"{'nothing' if value is None else repr(value)}")
+            value = {}  # the defaults stand in, so the remaining checks still run
         return _build(tp, value, key + ".", errors)
     return _scalar(tp, value, key, errors)
 

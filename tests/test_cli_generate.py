@@ -53,6 +53,6 @@ def test_generate_answers_like_greedy_decoding():
 def test_generate_bad_image_is_one_line(tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
-    for image, needle in ((tmp_path / "nope.png", "image not found"), (junk, "cannot decode image")):
+    for image, needle in ((tmp_path / "nope.png", "no such file"), (junk, "cannot decode image")):
         code, text = run("generate", default_teacher(), "--prompt", "what shape?", "--image", image)
         assert code == 2 and needle in text and "\n" not in text.strip(), text

@@ -92,7 +92,9 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(run
     with pytest.raises(NonFiniteLoss) as e:
         run_stage(run, 1, "tiny", ["train.save_every=2"], data=data)
     msg = str(e.value)
-    assert "non-finite loss (nan) at step 5" in msg and "step-00000004" in msg and "\n" not in msg
+    # the weights of step 4 produced the bad loss of step 5: step 2 is the last checkpoint known good
+    assert "non-finite loss (nan) at step 5" in msg and "step-00000002" in msg and "\n" not in msg
     assert not (run / "stage1").exists()
-    assert [p.name for p in list_checkpoints(run / "stage1.partial")] == ["step-00000002", "step-00000004"]
+    assert [p.name for p in list_checkpoints(run / "stage1.partial")] == ["step-00000002"]
+    assert (run / "stage1.partial" / "checkpoints" / "suspect-step-00000004").is_dir()
     assert len((run / "stage1.partial" / "metrics.jsonl").read_text().splitlines()) == 4

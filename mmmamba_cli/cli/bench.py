@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import Force, Out, Seed, console
+from .common import Force, Out, Seed, TrustRemoteCode, console
 
 DEFAULT_OUT = Path("runs/bench")
 
@@ -48,11 +48,13 @@ def command(
     out: Out = None,
     force: Force = False,
     seed: Seed = 0,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Benchmark prefill latency, per-token decode latency and peak memory against context length."""
     from ..bench.runner import failures, run_bench, write_results
     from ..errors import UserError
     from ..io.files import check_output_dir
+    from ..io.tokenizer import allow_remote_code
     from ..bench.settings import BenchSettings, parse_models, parse_tokens
 
     out = out if out is not None else DEFAULT_OUT
@@ -63,7 +65,8 @@ def command(
         threads=threads, bandwidth=bandwidth * 1e9 if bandwidth else None, seed=seed).validate()
     check_output_dir(out, force)  # fail before measuring, not after
     cmd = "mmmamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = run_bench(settings, log=lambda m: console.print(f"[dim]{m}"), command=cmd)
+    with allow_remote_code(trust_remote_code):  # the fixed-prompt test reads the model's tokenizer
+        result = run_bench(settings, log=lambda m: console.print(f"[dim]{m}"), command=cmd)
     write_results(result, out, force)
     console.print(_table(result))
     for m, sl in result["slopes"].items():

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import UserError
 
@@ -24,6 +25,9 @@ ConfigPath = Annotated[Optional[Path], typer.Option(
     "--config", help="config.json for a bare state-dict file (HoVLE or mmmamba format).")]
 AttnLayers = Annotated[Optional[str], typer.Option(
     "--attn-layers", help="Global layer indices kept as softmax attention, e.g. 0,4,8 (default: none).")]
+TrustRemoteCode = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Allow Python files shipped in a model directory (tokenization_*.py) to run "
+                                "(also MMMAMBA_TRUST_REMOTE_CODE=1). Without it, no code from a model runs.")]
 
 
 # library inputs -> the options that carry them, for errors that name an input (model.layout.LayoutError)
@@ -46,13 +50,43 @@ def debug() -> bool:
 
 
 def run_app(app: typer.Typer) -> None:
-    """Run a Typer app; a UserError becomes one line on stderr and exit code 2."""
+    """Run a Typer app; a UserError or a bad option becomes one line on stderr and exit code 2."""
     import sys
 
+    click = _click_exceptions()
+
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
     except UserError as e:
         if debug():
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _one_line(str(e))
         sys.exit(2)
+    except click.NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.ClickException as e:  # bad or missing options and arguments
+        if debug():
+            raise
+        ctx = getattr(e, "ctx", None)
+        see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _one_line(e.format_message() + see)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions():
+    """Typer's click exceptions: recent Typer vendors click as ``typer._click``."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _one_line(message: str) -> None:
+    text = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)

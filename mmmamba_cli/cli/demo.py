@@ -17,9 +17,11 @@ def command(
     force: Force = False,
 ) -> None:
     """Seed -> distill stages 1, 2, 3 -> hybrid + stage 3 -> easy-vqa eval -> long-context bench."""
+    from ..io.files import check_output_dir
     from ..pipeline.demo import demo_recipe_from, run_demo
 
     r = demo_recipe_from(recipe, overrides or [])
+    check_output_dir(out, force)  # a taken, file-blocked or unwritable location fails before any work
     report = run_demo(r, out, force=force, log=lambda m: console.print(m, highlight=False, markup=False))
     render(report)
     console.print(f"report: {out / 'report.md'}, {out / 'report.png'}, {out / 'report.json'}")

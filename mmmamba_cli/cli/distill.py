@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from .common import DEFAULT_RUN_DIR, Force, RunDir, console, err_console, run_app
+from .common import DEFAULT_RUN_DIR, Force, RunDir, TrustRemoteCode, console, err_console, run_app
 
 STAGE_CHOICES = ("1", "2", "3", "all")
 
@@ -31,15 +31,17 @@ def command(
     strict: Annotated[Optional[bool], typer.Option(
         "--strict/--no-strict", help="Stop at the first unreadable record instead of skipping it.")] = None,
     force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Distil a seeded student in 3 stages: layer-wise MSE (1, 2), then end-to-end KL (3)."""
     from ..distill import run_stages
     from ..errors import UserError
+    from ..io.tokenizer import allow_remote_code
 
     if stage not in STAGE_CHOICES:
         raise UserError(f"--stage {stage!r}: choose one of {', '.join(STAGE_CHOICES)}")
     stages = (1, 2, 3) if stage == "all" else (int(stage),)
-    with _progress_view() as progress:
+    with _progress_view() as progress, allow_remote_code(trust_remote_code):
         try:
             outs = run_stages(run_dir, stages, recipe, overrides, data=data, image_root=image_root, strict=strict,
                               teacher=teacher, resume=resume, force=force, progress=progress,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import DEFAULT_RUN_DIR, Force, Out, console
+from .common import DEFAULT_RUN_DIR, Force, Out, TrustRemoteCode, console
 
 Models = Annotated[list[Path], typer.Argument(
     help="Model directories (or state-dict files) to compare, one column each.", show_default=False)]
@@ -45,11 +45,14 @@ def command(
     run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="Results go to RUN/eval/<task> without --out.")]
     = DEFAULT_RUN_DIR,
     force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Evaluate models on a benchmark (and their fidelity to a teacher) or on lm-eval tasks."""
     from ..errors import UserError
     from ..evaluate import evaluate_models, lm_eval_models
     from ..evaluate.report import table
+    from ..io.files import check_output_dir
+    from ..io.tokenizer import allow_remote_code
 
     if not models:
         raise UserError("give at least one MODEL")
@@ -59,15 +62,22 @@ def command(
     both = lm_eval is not None and task is not None
     common = dict(limit=limit, batch_size=batch_size, force=force, device=device, dtype=dtype, log=log)
     done = []  # (report, output directory)
-    if task is not None or lm_eval is None:  # first: bad task data fails fast
-        task = task or "easyvqa"
-        target = (out or run_dir / "eval") / Path(task).stem if both or out is None else out
-        done.append((evaluate_models(models, task, kind=kind, image_root=image_root, teacher=teacher,
-                                     max_new_tokens=max_new_tokens, suffix=suffix, out=target, **common), target))
+    task = (task or "easyvqa") if task is not None or lm_eval is None else None
+    targets = {}
+    if task is not None:
+        targets["task"] = (out or run_dir / "eval") / Path(task).stem if both or out is None else out
     if lm_eval is not None:
-        target = (out or run_dir / "eval") / "lm-eval" if both or out is None else out
-        done.append((lm_eval_models(models, lm_eval, include_path=include_path, num_fewshot=num_fewshot,
-                                    out=target, **common), target))
+        targets["lm_eval"] = (out or run_dir / "eval") / "lm-eval" if both or out is None else out
+    for target in targets.values():
+        check_output_dir(target, force)  # every output location before any work
+    with allow_remote_code(trust_remote_code):
+        if task is not None:  # first: bad task data fails fast
+            done.append((evaluate_models(models, task, kind=kind, image_root=image_root, teacher=teacher,
+                                         max_new_tokens=max_new_tokens, suffix=suffix, out=targets["task"],
+                                         **common), targets["task"]))
+        if lm_eval is not None:
+            done.append((lm_eval_models(models, lm_eval, include_path=include_path, num_fewshot=num_fewshot,
+                                        out=targets["lm_eval"], **common), targets["lm_eval"]))
     for report, target in done:
         console.print(_rich_table(report, table))
         console.print(f"results -> [bold]{target}[/] (results.json, results.md)")

@@ -6,21 +6,29 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console
+from .common import TrustRemoteCode, console
 
 
 def command(
     model: Annotated[Path, typer.Argument(help="Model directory (teacher, linear or hybrid).")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The user message.")],
     image: Annotated[Optional[Path], typer.Option("--image", "-i", help="An image to ask about.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (0 < p <= 1).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Generate an answer: prefill once, then decode token by token with the hybrid cache."""
     from ..chat import answer
+    from ..errors import UserError
+    from ..io.tokenizer import allow_remote_code
 
-    text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                  seed=seed)
+    if image is not None and not image.is_file():
+        raise UserError(f"--image {image}: no such file")
+    if top_p <= 0:
+        raise UserError(f"--top-p {top_p}: must be above 0 (1 keeps the whole distribution)")
+    with allow_remote_code(trust_remote_code):
+        text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      seed=seed)
     console.print(text, highlight=False, markup=False)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import Force, console, option_errors
+from .common import Force, TrustRemoteCode, console, option_errors
 
 
 def command(
@@ -36,15 +36,17 @@ def command(
     seed: Annotated[int, typer.Option(
         "--seed", help="Seed of the calibration draw and of re-seeded layers.")] = 0,
     force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Keep some layers of a student as the teacher's original attention; write a hybrid model directory."""
     from ..hybrid import LayoutRequest, hybridize_directory
+    from ..io.tokenizer import allow_remote_code
 
     request = LayoutRequest(attn_layers=attn_layers, every=every, offset=offset, count=count, placement=placement)
-    with option_errors():
-        report = hybridize_directory(student, out, request, teacher=teacher, data=data,
-                                     calib_samples=calib_samples, seed=seed, force=force, device=device,
-                                     batch_size=batch_size, log=lambda m: console.print(f"[dim]{m}"))
+    with option_errors(), allow_remote_code(trust_remote_code):
+        report = hybridize_directory(student, out, request, teacher=teacher, data=data, calib_samples=calib_samples,
+                                     seed=seed, force=force, device=device, batch_size=batch_size,
+                                     log=lambda m: console.print(f"[dim]{m}"))
     if report["scores"]:
         console.print(_scores_table(report["scores"], report["attention_layers"]))
     console.print(f"attention at [bold]{report['attention_layers']}[/] (added {report['added'] or 'none'}, "

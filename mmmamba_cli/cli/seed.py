@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEFAULT_RUN_DIR, AttnLayers, ConfigPath, Force, Out, Seed, console, option_errors
+from .common import (DEFAULT_RUN_DIR, AttnLayers, ConfigPath, Force, Out, Seed, TrustRemoteCode, console,
+                     option_errors)
 
 
 def seed(
@@ -20,14 +21,16 @@ def seed(
     config: ConfigPath = None,
     force: Force = False,
     seed: Seed = 0,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Seed a linear (or hybrid) Mamba-2 student from a teacher's attention weights."""
     from ..assets import default_teacher
+    from ..io.tokenizer import allow_remote_code
     from ..seed import seed_directory
 
     teacher = teacher if teacher is not None else default_teacher()
     out = out if out is not None else run_dir / "seed"
-    with option_errors():
+    with option_errors(), allow_remote_code(trust_remote_code):  # with it, the teacher's tokenizer code is copied too
         report = seed_directory(teacher, out, attn_layers, config, force, seed,
                                 log=lambda m: console.print(f"[dim]{m}"))
     mamba = len(report["layer_types"]) - len(report["attention_layers"])

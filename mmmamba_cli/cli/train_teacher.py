@@ -16,9 +16,11 @@ def command(
     force: Force = False,
 ) -> None:
     """Train the tiny HoVLE-architecture teacher on the easy-vqa train split and report test accuracy."""
+    from ..io.files import check_output_dir
     from ..recipe import load_recipe
     from ..teacher.train import TeacherRecipe, train_teacher
 
     r = load_recipe(TeacherRecipe, recipe, overrides or [])
+    check_output_dir(out, force)  # before the training, not after it
     report = train_teacher(r, out, force=force, log=lambda m: console.print(m, highlight=False))
     console.print(f"test accuracy [bold]{report['test_accuracy']:.4f}[/] -> {out}")

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..io.files import atomic_dir, write_json_atomic
+from ..errors import UserError
+from ..io.files import atomic_dir, load_pickle, read_safetensors, write_json_atomic
 
 PREFIX = "step-"
 
@@ -75,9 +76,16 @@ def save_checkpoint(work: Path, step: int, trainable: dict[str, torch.Tensor], o
 
 
 def load_checkpoint(path: Path) -> dict:
-    """{"trainable", "optimizer", "scheduler", "rng", "step", "metrics_lines"}."""
+    """{"trainable", "optimizer", "scheduler", "rng", "step", "metrics_lines"}; a damaged checkpoint
+    is a one-line UserError."""
     path = Path(path)
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    state["trainable"] = load_file(str(path / "trainable.safetensors"))
-    state["metrics_lines"] = json.loads((path / "state.json").read_text())["metrics_lines"]
+    state = load_pickle(path / "state.pt")
+    try:
+        if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng", "step"} <= set(state):
+            raise KeyError("state.pt lacks optimizer/scheduler/rng/step")
+        state["metrics_lines"] = int(json.loads((path / "state.json").read_text())["metrics_lines"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); delete it to resume from an "
+                        f"earlier one, or start over with --force") from None
+    state["trainable"] = read_safetensors(path / "trainable.safetensors")
     return state

@@ -33,6 +33,8 @@ def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) ->
             write_easyvqa_jsonl(split, path)
         return path
     path = Path(spec)
+    if path.is_dir():
+        raise UserError(f"data {path} is a directory; give the .jsonl file inside it")
     if not path.is_file():
         raise UserError(f"data file {path} not found")
     return path

@@ -5,14 +5,14 @@ over the whole global batch (all micro-batches, all processes), then for each mi
 the teacher side (no gradient) and the student side, and back-propagate
 ``sum_t w_t * sum_t(micro-batch) / N_t * processes`` (DDP averages over processes), syncing
 gradients only on the last micro-batch. Then clip, step AdamW and the WSD schedule, write a
-metrics line and, every ``save_every`` steps, a checkpoint. A non-finite loss or gradient norm
-stops the run before the optimizer step, naming the step and the last good checkpoint.
+metrics line and, every ``save_every`` steps, a checkpoint. A non-finite or exploding loss, a
+non-finite gradient norm or non-finite weights stop the run before the optimizer step, naming the
+step and the last good checkpoint (``guard``).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from ..data import RecordError
 from ..errors import UserError
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import BatchPlan, make_loader
+from .guard import DivergenceGuard, NonFiniteLoss  # noqa: F401 - NonFiniteLoss is part of this module's API
 from .losses import nonpad_mask
 from .objectives import OBJECTIVES
 from .optim import make_optimizer, wsd_scheduler
@@ -31,10 +32,6 @@ from .schema import DistillRecipe, TrainSection
 from .stages import Stage
 
 METRICS = "metrics.jsonl"
-
-
-class NonFiniteLoss(UserError):
-    """The loss or the gradient norm became inf/nan; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -88,6 +85,7 @@ def train(job: TrainJob, accelerator, resume: bool = False,
     start = _resume(job, params, optimizer, scheduler, rank, metrics, accelerator, log) if resume else 0
     batches = iter(make_loader(job.dataset, plan, start, r.train.steps, rank, job.pad_token_id, r.data.num_workers))
     weights = OBJECTIVES[stage.objective].weights(r.loss)
+    guard = DivergenceGuard(stage.name, job.work, r.train.divergence_factor, accelerator.is_main_process)
     t0, tokens_seen, last = time.perf_counter(), 0.0, {}
     for step in range(start, r.train.steps):
         tic = time.perf_counter()
@@ -95,11 +93,9 @@ def train(job: TrainJob, accelerator, resume: bool = False,
         values, n_tok = _accumulate(job, module, micro, accelerator)
         total = sum(w * values[t] for t, w in weights.items() if w)
         lr = scheduler.get_last_lr()[0]
-        if not math.isfinite(total):
-            raise _diverged(stage, step + 1, "loss", total, job.work)
+        guard.check_loss(step + 1, total)
         grad_norm = _clip(accelerator, params, r.optim.grad_clip)
-        if not math.isfinite(grad_norm):
-            raise _diverged(stage, step + 1, "gradient norm", grad_norm, job.work)
+        guard.check_grad(step + 1, grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -110,6 +106,7 @@ def train(job: TrainJob, accelerator, resume: bool = False,
             with metrics.open("a") as f:
                 f.write(json.dumps(last) + "\n")
         if r.train.save_every and (step + 1) % r.train.save_every == 0 and step + 1 < r.train.steps:
+            guard.check_weights(step + 1, params)
             _save(job, params, optimizer, scheduler, step + 1, accelerator)
         if progress is not None and accelerator.is_main_process:
             elapsed = time.perf_counter() - t0
@@ -186,14 +183,6 @@ def _clip(accelerator, params: dict, max_norm: float) -> float:
     return float(torch.stack(grads).norm()) if grads else 0.0
 
 
-def _diverged(stage: Stage, step: int, what: str, value: float, work: Path) -> NonFiniteLoss:
-    ckpts = list_checkpoints(work)
-    keep = (f"the last good checkpoint is {ckpts[-1]} (--resume continues from it with the same recipe; "
-            "--force starts over, e.g. with a lower optim.lr)") if ckpts else "no checkpoint was written before it"
-    return NonFiniteLoss(f"{stage.name}: non-finite {what} ({value}) at step {step}; stopped before the "
-                         f"optimizer step, {keep}")
-
-
 def _save(job: TrainJob, params: dict, optimizer, scheduler, step: int, accelerator) -> None:
     from accelerate.utils import gather_object  # deferred: slow to import
 
@@ -204,6 +193,18 @@ def _save(job: TrainJob, params: dict, optimizer, scheduler, step: int, accelera
         save_checkpoint(job.work, step, params, optimizer, scheduler, rngs, lines, job.recipe.train.keep_checkpoints,
                         seen)
     accelerator.wait_for_everyone()
+
+
+def _apply_lr(optimizer, scheduler, lr: float, log) -> None:
+    """After a divergence the resume may lower optim.lr: rescale the restored schedule to it."""
+    if all(base == lr for base in scheduler.base_lrs):
+        return
+    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"], group["lr"] = lr, lr * fn(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    if log:
+        log(f"learning rate changed on resume: peak {lr:g}")
 
 
 def _resume(job: TrainJob, params: dict, optimizer, scheduler, rank: int, metrics: Path, accelerator, log) -> int:
@@ -223,6 +224,7 @@ def _resume(job: TrainJob, params: dict, optimizer, scheduler, rank: int, metric
             p.copy_(state["trainable"][name])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    _apply_lr(optimizer, scheduler, job.recipe.optim.lr, log)
     set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
     if accelerator.is_main_process:  # drop metrics written after the checkpoint
         kept = metrics.read_text().splitlines(keepends=True)[: state["metrics_lines"]] if metrics.exists() else []

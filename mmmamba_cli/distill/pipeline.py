@@ -24,7 +24,10 @@ from ..io.tokenizer import load_tokenizer
 from ..model.compat import check_teacher
 from ..model.device import resolve_dtype
 from ..recipe import to_dict
+from ..io.files import check_writable_parent
+from .checkpoint import list_checkpoints
 from .data import load_dataset, resolve_data_path
+from .guard import AFTER_DIVERGENCE, diverged_before
 from .loop import METRICS, StepReport, TrainJob, make_accelerator, train
 from .schema import DistillRecipe, resolve_recipe
 from .stages import Stage, get_stage
@@ -73,7 +76,12 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
     accelerator.wait_for_everyone()
     pad = student_model.config.pad_token_id if student_model.config.pad_token_id is not None else 0
     job = TrainJob(stage, r, student_model, teacher_model, dataset, work, pad)
-    summary = train(job, accelerator, resume, progress, log if main else None)
+    try:
+        summary = train(job, accelerator, resume, progress, log if main else None)
+    except BaseException:
+        if main:
+            drop_stale_work(work)
+        raise
     if main:
         _write_output(out, work, student_model, student_dtype, Path(student), resolved, summary, force)
     accelerator.wait_for_everyone()
@@ -83,10 +91,26 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
 def _check_dirs(stage: Stage, out: Path, work: Path, resume: bool, force: bool) -> None:
     if out.exists() and not force:
         hint = " (the stage already finished)" if resume else ""
+        if work.exists():
+            hint += f" (and a stale {work.name} from an interrupted run is next to it)"
         raise UserError(f"output directory {out} already exists{hint}; use --force to run {stage.name} again")
-    if work.exists() and not (resume or force):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is a file, not a directory")
+    if has_checkpoints(work) and not (resume or force):
         raise UserError(f"an interrupted run of {stage.name} is in {work}; pass --resume to continue it "
                         "or --force to start over")
+    check_writable_parent(out)
+
+
+def has_checkpoints(work: Path) -> bool:
+    """A work directory worth resuming holds at least one checkpoint; one without is stale."""
+    return Path(work).is_dir() and bool(list_checkpoints(work))
+
+
+def drop_stale_work(work: Path) -> None:
+    """A run that failed before its first checkpoint leaves nothing to resume: remove its work dir."""
+    if Path(work).is_dir() and not has_checkpoints(work):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _load_student(path: Path):
@@ -105,13 +129,14 @@ def _load_teacher(path: Path, student, r: DistillRecipe):
 
 def _prepare_work(work: Path, resume: bool, resolved: dict) -> None:
     """Fresh runs start from an empty work dir; a resume must use the same recipe (but RESUME_FREE)."""
-    if work.exists() and not resume:
-        shutil.rmtree(work)
+    if work.exists() and not (resume and has_checkpoints(work)):
+        shutil.rmtree(work)  # a fresh start, or a stale work dir with nothing to resume
     saved = work / "recipe.json"
     if resume and saved.exists():
         before = _flat(json.loads(saved.read_text())["recipe"])
         now = _flat(resolved["recipe"])
-        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUME_FREE)
+        free = RESUME_FREE | (AFTER_DIVERGENCE if diverged_before(work) else set())
+        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in free)
         if diff:
             changes = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in diff)
             raise UserError(f"cannot resume {work}: the recipe changed ({changes}); use --force to start over")

@@ -11,7 +11,7 @@ from typing import Callable
 from ..errors import UserError
 from ..recipe import merge, parse_overrides
 from .loop import StepReport
-from .pipeline import distill_model, work_dir_for
+from .pipeline import distill_model, has_checkpoints, work_dir_for
 from .schema import DistillRecipe, resolve_recipe
 from .stages import STAGES, Stage, get_stage
 
@@ -37,7 +37,7 @@ def check_source(run_dir: Path, stage: Stage) -> Path:
     if stage.source == "seed":
         raise UserError(f"{run_dir} has no seed/ model; create it with `mmmamba seed -r {run_dir}`")
     prev = int(stage.source.removeprefix("stage"))
-    partial = " (it was interrupted: finish it with --resume)" if work_dir_for(source).exists() else ""
+    partial = " (it was interrupted: finish it with --resume)" if has_checkpoints(work_dir_for(source)) else ""
     raise UserError(f"{stage.name} starts from stage {prev}'s result {source}, which does not exist{partial}; "
                     f"run `mmmamba distill --stage {prev} -r {run_dir}` first")
 
@@ -67,7 +67,7 @@ def run_stages(run_dir: str | Path, stages=(1, 2, 3), recipe=None, overrides=Non
     outs = []
     for n in stages:
         out = run_dir / STAGES[n].name
-        if resume and not force and (out / "config.json").exists() and not work_dir_for(out).exists():
+        if resume and not force and (out / "config.json").exists() and not has_checkpoints(work_dir_for(out)):
             if log:
                 log(f"{out} is complete; skipping stage {n}")
             outs.append(out)

@@ -63,6 +63,8 @@ class TrainSection:
     """Write a checkpoint every this many steps (0: only the final model)."""
     keep_checkpoints: int = 2
     """Most recent checkpoints kept while the stage runs; all are removed once the stage finishes."""
+    divergence_factor: float = 10.0
+    """Stop when the loss exceeds this many times the median of the recent losses (0: only inf/nan stop)."""
 
 
 @dataclass
@@ -107,7 +109,7 @@ class DistillRecipe:
         e += [f"{k} must be >= 0, got {v}" for k, v in {
             "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.save_every": t.save_every,
             "data.num_workers": self.data.num_workers, "loss.ce_weight": self.loss.ce_weight,
-            "train.threads": t.threads,
+            "train.threads": t.threads, "train.divergence_factor": t.divergence_factor,
             "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
         if t.keep_checkpoints < 1:
             e.append(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")

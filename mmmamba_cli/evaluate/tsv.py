@@ -58,8 +58,13 @@ def _rows(path: Path) -> tuple[list[dict], list[str]]:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(columns[:12])})")
     if not rows:
         raise UserError(f"{path} has no rows")
-    for row in rows:
-        row["index"] = (row["index"] or "").strip()
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        extra = [c for c in row.pop(None, None) or [] if c.strip()]  # trailing empty cells are harmless
+        cells = sum(v is not None for k, v in row.items() if k is not None) + len(extra)
+        if extra or cells != len(columns):
+            raise UserError(f"{path.name} row {number}: {cells} tab-separated cell(s), the header has "
+                            f"{len(columns)} (a ragged row; check tabs inside cells)")
+        row["index"] = row["index"].strip()
     return rows, columns
 
 
