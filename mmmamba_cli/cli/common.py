@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from .progress import make_console
+
+console = make_console()  # no hard wrap at 80 columns when not on a terminal
+err_console = make_console(stderr=True)
 
 DEFAULT_RUN_DIR = Path("runs/default")
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from .common import DEFAULT_RUN_DIR, Force, Out, console
+from .progress import step_progress
 
 Models = Annotated[list[Path], typer.Argument(
     help="Model directories (or state-dict files) to compare, one column each.", show_default=False)]
@@ -53,21 +54,23 @@ def command(
 
     if not models:
         raise UserError("give at least one MODEL")
-    log = lambda message: console.print(f"[dim]{message}")  # noqa: E731
     if lm_eval is not None and teacher is not None and task is None:
         raise UserError("--teacher measures fidelity on a --task; it does not apply to --lm-eval alone")
     both = lm_eval is not None and task is not None
-    common = dict(limit=limit, batch_size=batch_size, force=force, device=device, dtype=dtype, log=log)
     done = []  # (report, output directory)
-    if task is not None or lm_eval is None:  # first: bad task data fails fast
-        task = task or "easyvqa"
-        target = (out or run_dir / "eval") / Path(task).stem if both or out is None else out
-        done.append((evaluate_models(models, task, kind=kind, image_root=image_root, teacher=teacher,
-                                     max_new_tokens=max_new_tokens, suffix=suffix, out=target, **common), target))
-    if lm_eval is not None:
-        target = (out or run_dir / "eval") / "lm-eval" if both or out is None else out
-        done.append((lm_eval_models(models, lm_eval, include_path=include_path, num_fewshot=num_fewshot,
-                                    out=target, **common), target))
+    with step_progress() as progress:
+        common = dict(limit=limit, batch_size=batch_size, force=force, device=device, dtype=dtype, log=progress.log)
+        if task is not None or lm_eval is None:  # first: bad task data fails fast
+            task = task or "easyvqa"
+            target = (out or run_dir / "eval") / Path(task).stem if both or out is None else out
+            done.append((evaluate_models(models, task, kind=kind, image_root=image_root, teacher=teacher,
+                                         max_new_tokens=max_new_tokens, suffix=suffix, out=target,
+                                         progress=progress.count, **common), target))
+        if lm_eval is not None:
+            target = (out or run_dir / "eval") / "lm-eval" if both or out is None else out
+            progress.phase("lm-eval")
+            done.append((lm_eval_models(models, lm_eval, include_path=include_path, num_fewshot=num_fewshot,
+                                        out=target, **common), target))
     for report, target in done:
         console.print(_rich_table(report, table))
         console.print(f"results -> [bold]{target}[/] (results.json, results.md)")

@@ -49,6 +49,8 @@ class TeacherRecipe:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     augment: bool = True
+    shape_first: bool = False  # open each conversation with a "what shape" question when there is one
+    max_shift: int = 0  # random translation augmentation, pixels
     seed: int = 0
     eval_every: int = 500
     eval_limit: int = 2000
@@ -117,7 +119,8 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
             order += rng.sample(range(len(train.paths)), len(train.paths))
         ids, order = order[:r.batch_images], order[r.batch_images:]
         b = training_batch(train, ids, tokenizer, tpt, r.max_turns, rng, r.augment,
-                           direct_only=step < r.curriculum_steps)
+                           direct_only=step < r.curriculum_steps, shape_first=r.shape_first,
+                           max_shift=r.max_shift)
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
         for gparam in opt.param_groups:
