@@ -21,11 +21,11 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
+from ..model.optim import make_optimizer, wsd_scheduler
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import BatchPlan, make_loader
 from .losses import nonpad_mask
 from .objectives import OBJECTIVES
-from .optim import make_optimizer, wsd_scheduler
 from .schema import DistillRecipe, TrainSection
 from .stages import Stage
 
