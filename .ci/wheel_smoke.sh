@@ -15,7 +15,7 @@ rm -rf "$WORK/src" && mkdir -p "$WORK/src"  # a copy of the files git knows: no 
 "$PY" -m pip wheel "$WORK/src" --no-deps --no-build-isolation -q -w "$WORK/dist"
 WHEEL="$(ls "$WORK"/dist/mmmamba-*.whl)"
 "$PY" -m venv --clear "$WORK/venv"
-"$WORK/venv/bin/pip" install -q "torch==2.13.0" "$WHEEL"
+"$WORK/venv/bin/pip" install -q "torch==2.13.0" "$WHEEL" 2> >(grep -v "^WARNING: Location" >&2)
 mkdir -p "$WORK/elsewhere"
 cd "$WORK/elsewhere"
 unset PYTHONPATH
@@ -32,7 +32,8 @@ assert {"demo", "easyvqa-stage1", "hovle-stage3", "teacher-easyvqa"} <= set(reci
 assert not RECIPE_DIRS[0].is_symlink(), "the wheel must carry the recipes, not a link"
 print(f"installed package: {where.parent}; recipes: {', '.join(recipe_names())}")
 PY
-"$WORK/venv/bin/mmmamba" distill --help | grep -q -- "--stage"
+help="$("$WORK/venv/bin/mmmamba" distill --help)"
+grep -q -- "--stage" <<<"$help" || { echo "mmmamba distill --help lacks --stage:"; echo "$help"; exit 1; }
 "$WORK/venv/bin/mmmamba" demo --out demo "distill.overrides=[train.steps=2, train.save_every=0]" \
     eval.limit=16 bench.enabled=false
 test -s demo/report.json

@@ -105,7 +105,8 @@ def plot(report: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("context tokens")
         ax.set_title(title)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # nothing to label when the benchmark was skipped
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
