@@ -38,8 +38,8 @@ class ModelSection:
     num_llm_layers: int = 4
     image_size: int = 64
     patch_size: int = 4
-    downsample_ratio: float = 0.5
-    """Pixel shuffle: 64/4 = 16x16 patches -> 8x8 = 64 image tokens at 0.5."""
+    downsample_ratio: float = 0.25
+    """Pixel shuffle: 64/4 = 16x16 patches -> 4x4 = 16 image tokens at 0.25 (64 at 0.5)."""
     rope_theta: float = 10000.0
 
 
@@ -49,27 +49,27 @@ class DataSection:
 
     max_turns: int = 4
     """Questions of one image per training conversation (the image is encoded once)."""
-    shape_first: bool = True
+    shape_first: bool = False
     """Open each conversation with a "what shape" question when the image has one."""
     augment: bool = True
     """Random flips and quarter turns (shapes and colours do not change under them)."""
-    max_shift: int = 6
+    max_shift: int = 0
     """Random translation by up to this many pixels (edges repeated); 0: none."""
-    curriculum_steps: int = 150
+    curriculum_steps: int = 600
     """First steps train on direct shape/colour questions only (grounding before yes/no)."""
 
 
 @dataclass
 class TrainSection:
-    steps: int = 900
+    steps: int = 3000
     batch_images: int = 32
     """Images (conversations) per step."""
     seed: int = 0
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
-    eval_every: int = 150
+    eval_every: int = 250
     """Test accuracy on the first eval_limit questions every this many steps (0: only at the end)."""
-    eval_limit: int = 1000
+    eval_limit: int = 2000
     init_from: Optional[str] = None
     """Continue from this teacher directory's weights (same sizes)."""
 
@@ -82,7 +82,7 @@ class TeacherRecipe:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     optim: OptimSection = field(default_factory=lambda: OptimSection(
-        lr=2e-3, betas=[0.9, 0.95], weight_decay=0.05, grad_clip=1.0, warmup=0.05, decay=0.3, min_lr_ratio=0.05))
+        lr=2e-3, betas=[0.9, 0.95], weight_decay=0.05, grad_clip=1.0, warmup=0.033, decay=0.3, min_lr_ratio=0.05))
 
     def check(self) -> list[str]:
         m, t, e = self.model, self.train, list(self.optim.check())
