@@ -36,6 +36,12 @@ def test_plain_lines_first_at_the_interval_and_last():
     assert lines[-1].startswith("distill stage1: step 100/100")
     assert 3 <= len(lines) <= 8, lines
     assert all("elapsed" in line for line in lines)
+    with step_progress(console=console, terminal=False, every=60) as p:  # the same stage name runs twice
+        p(_report(100))
+        time.sleep(1.1)
+        p(_report(1))
+    assert buf.getvalue().splitlines()[-1].startswith("distill stage1: step 1/100")
+    assert buf.getvalue().splitlines()[-1].endswith("elapsed 0:00:00")
 
 
 def test_heartbeat_keeps_the_interval_when_a_step_is_slow():

@@ -100,8 +100,10 @@ class step_progress:
 
     def update(self, name: str, done: int, total: int, text: str, step_word: str = "") -> None:
         with self.lock:
-            started = self.state.get(name, (0, 0, "", time.time()))[3]
-            first = name not in self.state
+            prev_done, _, _, started = self.state.get(name, (0, 0, "", time.time()))
+            first = name not in self.state or done < prev_done  # a new run under the same name restarts
+            if first:
+                started = time.time()
             self.state[name] = (done, total, f"{step_word}|{text}", started)
             self.current = name
         if self.terminal:
