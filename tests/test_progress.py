@@ -52,6 +52,12 @@ def test_heartbeat_keeps_the_interval_when_a_step_is_slow():
         time.sleep(0.45)
     lines = [x for x in buf.getvalue().splitlines() if x.startswith("bench: running")]
     assert len(lines) >= 2 and "(last: teacher 1024 tokens: prefill 0.1 s)" in lines[-1]
+    buf.truncate(0)
+    buf.seek(0)
+    with step_progress(console=Console(file=buf, soft_wrap=True, width=200), terminal=False, every=0.1) as p:
+        p(_report(100))
+        time.sleep(0.35)  # a finished stage is not repeated while the next piece of work runs
+    assert len(buf.getvalue().splitlines()) == 1
 
 
 def test_counts_give_a_rate_and_an_eta():

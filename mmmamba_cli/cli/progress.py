@@ -113,6 +113,10 @@ class step_progress:
             return
         if first or done >= total or (self.every > 0 and time.time() - self.last_line >= self.every):
             self._line(name)
+        if total and done >= total:
+            with self.lock:  # finished: the heartbeat has nothing to repeat
+                if self.current == name:
+                    self.current = None
 
     def phase(self, name: str) -> None:
         """Work without a count (benchmark cells, calibration): lines say it is running, and the
