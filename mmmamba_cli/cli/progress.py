@@ -57,7 +57,6 @@ class step_progress:
         self.console = console or default_console
         self.terminal = is_terminal() if terminal is None else terminal
         self.every = interval_s() if every is None else every
-        self.t0 = time.time()
         self.lock = threading.Lock()
         self.state: dict[str, tuple[int, int, str, float]] = {}  # name -> (done, total, fields, started)
         self.current: str | None = None
