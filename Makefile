@@ -4,7 +4,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench bench-ssd gpu-check clean
+.PHONY: install test test-slow wheel-smoke demo bench bench-ssd gpu-check clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+wheel-smoke: install
+	PY=$(BIN)/python bash .ci/wheel_smoke.sh
 
 demo: install
 	rm -rf runs/demo

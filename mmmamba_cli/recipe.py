@@ -3,7 +3,8 @@
 Layers, lowest first: the schema's own defaults, a ``base`` dict (e.g. a stage's defaults), the
 YAML file, then ``key=value`` overrides with dotted keys (``optim.lr=5e-4``). Unknown keys and
 ill-typed values are all collected and reported in one :class:`UserError` line. A recipe is named
-by a path or by its name in the repository's ``recipes/`` folder.
+by a path or by its name in the shipped recipes: ``mmmamba_cli/recipes/`` inside the package (in a
+checkout a link to the top-level ``recipes/`` folder, which is the source; a wheel carries copies).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import yaml
 from .errors import UserError
 
 T = TypeVar("T")
-RECIPE_DIRS = (Path(__file__).resolve().parent / "recipes", Path(__file__).resolve().parents[1] / "recipes")
+RECIPE_DIRS = (Path(__file__).resolve().parent / "recipes",)
 
 
 # ---- finding and reading -------------------------------------------------------------------

@@ -131,7 +131,7 @@ CASES = [
     ("info-not-a-model", "info {w}/afile", "not a model directory"),
     ("train-teacher-existing-out", "train-teacher -o {w}/existing", "already exists"),
     ("train-teacher-out-under-file", "train-teacher -o {w}/afile/t", "afile is a file"),
-    ("train-teacher-unknown-key", "train-teacher -o {w}/t2 hidden_sise=3", "hidden_size"),
+    ("train-teacher-unknown-key", "train-teacher -o {w}/t2 model.hidden_sise=3", "model.hidden_size"),
     ("demo-existing-out", "demo -o {w}/existing", "already exists"),
     ("demo-out-under-file", "demo -o {w}/afile/d", "afile is a file"),
     ("unknown-command", "frobnicate", "frobnicate"),

@@ -89,9 +89,17 @@ def test_data_path_easyvqa_is_written_once_into_the_run_dir(tmp_path):
     assert path == tmp_path / "data" / "easyvqa-test.jsonl" and set(first) >= {"image", "conversations"}
     stamp = path.stat().st_mtime_ns
     assert resolve_data_path("easyvqa:test", tmp_path / "data").stat().st_mtime_ns == stamp
-    for spec, msg in ((None, "no training data"), ("easyvqa:dev", "splits are train and test")):
+    for spec, msg in ((None, "no training data"), ("easyvqa:dev", "splits are train and test"),
+                      ("easyvqa:test:many", "positive integer")):
         with pytest.raises(UserError, match=msg):
             resolve_data_path(spec, tmp_path)
+    # a subset: N questions spread over the whole split (its images), not the first N
+    full = [json.loads(x) for x in path.read_text().splitlines()]
+    sub = resolve_data_path("easyvqa:test:100", tmp_path / "data")
+    assert sub == tmp_path / "data" / "easyvqa-test-100.jsonl"
+    rows = [json.loads(x) for x in sub.read_text().splitlines()]
+    assert len(rows) == 100 and rows[0] == full[0] and rows[-1] == full[99 * len(full) // 100]
+    assert len({r["image"] for r in rows}) > 90
 
 
 def test_an_image_that_does_not_decode_stops_the_run_with_one_line(run_and_data, tmp_path):

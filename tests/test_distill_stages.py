@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_teacher
 from mmmamba_cli.distill.data import BatchPlan
-from mmmamba_cli.distill.optim import make_optimizer, wsd_factor, wsd_scheduler
+from mmmamba_cli.model.optim import make_optimizer, wsd_factor, wsd_scheduler
 from mmmamba_cli.distill.schema import OptimSection
 from mmmamba_cli.distill.stages import STAGES
 from mmmamba_cli.errors import UserError

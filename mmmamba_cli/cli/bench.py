@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .common import Force, Out, Seed, TrustRemoteCode, console
+from .progress import step_progress
 
 DEFAULT_OUT = Path("runs/bench")
 
@@ -65,8 +66,9 @@ def command(
         threads=threads, bandwidth=bandwidth * 1e9 if bandwidth else None, seed=seed).validate()
     check_output_dir(out, force)  # fail before measuring, not after
     cmd = "mmmamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with allow_remote_code(trust_remote_code):  # the fixed-prompt test reads the model's tokenizer
-        result = run_bench(settings, log=lambda m: console.print(f"[dim]{m}"), command=cmd)
+    with step_progress() as progress, allow_remote_code(trust_remote_code):  # fixed-prompt reads the tokenizer
+        progress.phase("bench")
+        result = run_bench(settings, log=progress.log, command=cmd)
     write_results(result, out, force)
     console.print(_table(result))
     for m, sl in result["slopes"].items():

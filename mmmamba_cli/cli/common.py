@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ..errors import UserError
 
-console = Console()
-err_console = Console(stderr=True)
+from .progress import console, err_console  # noqa: F401 - no hard wrap at 80 columns when not on a terminal
 
 DEFAULT_RUN_DIR = Path("runs/default")
 

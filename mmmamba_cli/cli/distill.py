@@ -1,13 +1,13 @@
-"""`mmmamba distill`: run distillation stages inside a run directory, with a Rich progress bar."""
+"""`mmmamba distill`: run distillation stages inside a run directory, with progress (cli/progress.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from .common import DEFAULT_RUN_DIR, Force, RunDir, TrustRemoteCode, console, err_console, run_app
+from .progress import step_progress
 
 STAGE_CHOICES = ("1", "2", "3", "all")
 
@@ -41,11 +41,11 @@ def command(
     if stage not in STAGE_CHOICES:
         raise UserError(f"--stage {stage!r}: choose one of {', '.join(STAGE_CHOICES)}")
     stages = (1, 2, 3) if stage == "all" else (int(stage),)
-    with _progress_view() as progress, allow_remote_code(trust_remote_code):
+    with step_progress() as progress, allow_remote_code(trust_remote_code):
         try:
             outs = run_stages(run_dir, stages, recipe, overrides, data=data, image_root=image_root, strict=strict,
                               teacher=teacher, resume=resume, force=force, progress=progress,
-                              log=lambda m: progress.log(m))
+                              log=progress.log)
         except KeyboardInterrupt:
             err_console.print(f"interrupted; continue with `mmmamba distill --stage {stage} -r {run_dir} --resume`")
             raise typer.Exit(130) from None
@@ -54,31 +54,6 @@ def command(
     if PartialState().is_main_process:
         for out in outs:
             console.print(f"-> [bold]{out}[/]")
-
-
-class _progress_view:
-    """Rich progress bar fed by the library's StepReport callback (only the main process gets calls)."""
-
-    def __enter__(self):
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TextColumn("{task.completed}/{task.total}  loss {task.fields[loss]:.4g}  "
-                                       "lr {task.fields[lr]:.2e}  {task.fields[tps]:.0f} tok/s  ETA {task.fields[eta]}"),
-                            console=console, transient=False)
-        self.tasks: dict[str, int] = {}
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def __call__(self, r) -> None:
-        if r.stage not in self.tasks:
-            self.tasks[r.stage] = self.bar.add_task(r.stage, total=r.steps, loss=0.0, lr=0.0, tps=0.0, eta="?")
-        eta = f"{int(r.eta_s // 3600)}:{int(r.eta_s % 3600 // 60):02d}:{int(r.eta_s % 60):02d}"
-        self.bar.update(self.tasks[r.stage], completed=r.step, loss=r.loss, lr=r.lr, tps=r.tokens_per_s, eta=eta)
-
-    def log(self, message: str) -> None:
-        self.bar.console.print(f"[dim]{message}", highlight=False)
 
 
 def main() -> None:

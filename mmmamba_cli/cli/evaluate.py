@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from .common import DEFAULT_RUN_DIR, Force, Out, TrustRemoteCode, console
+from .progress import step_progress
 
 Models = Annotated[list[Path], typer.Argument(
     help="Model directories (or state-dict files) to compare, one column each.", show_default=False)]
@@ -56,11 +57,9 @@ def command(
 
     if not models:
         raise UserError("give at least one MODEL")
-    log = lambda message: console.print(f"[dim]{message}")  # noqa: E731
     if lm_eval is not None and teacher is not None and task is None:
         raise UserError("--teacher measures fidelity on a --task; it does not apply to --lm-eval alone")
     both = lm_eval is not None and task is not None
-    common = dict(limit=limit, batch_size=batch_size, force=force, device=device, dtype=dtype, log=log)
     done = []  # (report, output directory)
     task = (task or "easyvqa") if task is not None or lm_eval is None else None
     targets = {}
@@ -70,12 +69,14 @@ def command(
         targets["lm_eval"] = (out or run_dir / "eval") / "lm-eval" if both or out is None else out
     for target in targets.values():
         check_output_dir(target, force)  # every output location before any work
-    with allow_remote_code(trust_remote_code):
+    with step_progress() as progress, allow_remote_code(trust_remote_code):
+        common = dict(limit=limit, batch_size=batch_size, force=force, device=device, dtype=dtype, log=progress.log)
         if task is not None:  # first: bad task data fails fast
             done.append((evaluate_models(models, task, kind=kind, image_root=image_root, teacher=teacher,
                                          max_new_tokens=max_new_tokens, suffix=suffix, out=targets["task"],
-                                         **common), targets["task"]))
+                                         progress=progress.count, **common), targets["task"]))
         if lm_eval is not None:
+            progress.phase("lm-eval")
             done.append((lm_eval_models(models, lm_eval, include_path=include_path, num_fewshot=num_fewshot,
                                         out=targets["lm_eval"], **common), targets["lm_eval"]))
     for report, target in done:

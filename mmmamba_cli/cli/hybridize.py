@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from .common import Force, TrustRemoteCode, console, option_errors
+from .progress import step_progress
 
 
 def command(
@@ -43,10 +44,10 @@ def command(
     from ..io.tokenizer import allow_remote_code
 
     request = LayoutRequest(attn_layers=attn_layers, every=every, offset=offset, count=count, placement=placement)
-    with option_errors(), allow_remote_code(trust_remote_code):
+    with step_progress() as progress, option_errors(), allow_remote_code(trust_remote_code):
+        progress.phase("hybridize")
         report = hybridize_directory(student, out, request, teacher=teacher, data=data, calib_samples=calib_samples,
-                                     seed=seed, force=force, device=device, batch_size=batch_size,
-                                     log=lambda m: console.print(f"[dim]{m}"))
+                                     seed=seed, force=force, device=device, batch_size=batch_size, log=progress.log)
     if report["scores"]:
         console.print(_scores_table(report["scores"], report["attention_layers"]))
     console.print(f"attention at [bold]{report['attention_layers']}[/] (added {report['added'] or 'none'}, "

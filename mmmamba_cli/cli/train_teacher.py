@@ -12,15 +12,15 @@ from .common import Force, console
 def command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")] = Path("runs/teacher"),
     recipe: Annotated[str, typer.Option(help="Recipe name in recipes/ or a YAML path.")] = "teacher-easyvqa",
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides, e.g. train.steps=300 optim.lr=1e-3.")] = None,
     force: Force = False,
 ) -> None:
     """Train the tiny HoVLE-architecture teacher on the easy-vqa train split and report test accuracy."""
     from ..io.files import check_output_dir
-    from ..recipe import load_recipe
-    from ..teacher.train import TeacherRecipe, train_teacher
+    from ..teacher.train import load_teacher_recipe, train_teacher
 
-    r = load_recipe(TeacherRecipe, recipe, overrides or [])
+    r = load_teacher_recipe(recipe, overrides)
     check_output_dir(out, force)  # before the training, not after it
-    report = train_teacher(r, out, force=force, log=lambda m: console.print(m, highlight=False))
-    console.print(f"test accuracy [bold]{report['test_accuracy']:.4f}[/] -> {out}")
+    report = train_teacher(r, out, force=force, log=lambda m: console.print(m, highlight=False, markup=False))
+    types = ", ".join(f"{k} {v:.4f}" for k, v in report["test_accuracy_by_type"].items())
+    console.print(f"test accuracy [bold]{report['test_accuracy']:.4f}[/] ({types}) -> {out}")

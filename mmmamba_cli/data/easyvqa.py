@@ -23,13 +23,19 @@ def easyvqa_records(split: str = "train") -> list[dict]:
             for question, answer, image_id in zip(questions, answers, image_ids)]
 
 
-def write_easyvqa_jsonl(split: str, path: str | Path) -> Path:
-    """Write the split as jsonl (atomically: a temporary name, then rename); returns the path."""
+def write_easyvqa_jsonl(split: str, path: str | Path, limit: int | None = None) -> Path:
+    """Write the split as jsonl (atomically: a temporary name, then rename); returns the path.
+
+    ``limit``: only this many questions, evenly spaced over the split (so over all its images).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    records = easyvqa_records(split)
+    if limit is not None and limit < len(records):
+        records = [records[i * len(records) // limit] for i in range(limit)]
     with tmp.open("w") as f:
-        for record in easyvqa_records(split):
+        for record in records:
             f.write(json.dumps(record) + "\n")
     tmp.replace(path)
     return path

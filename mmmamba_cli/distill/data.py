@@ -20,17 +20,20 @@ EASYVQA_PREFIX = "easyvqa:"
 
 
 def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) -> Path:
-    """The jsonl file of ``spec``; ``easyvqa:SPLIT`` is written once into ``data_dir``."""
+    """The jsonl file of ``spec``; ``easyvqa:SPLIT`` (or ``easyvqa:SPLIT:N``, N questions evenly spaced
+    over the split) is written once into ``data_dir``."""
     if not spec:
         raise UserError("no training data: pass --data FILE.jsonl or --data easyvqa:train, or a recipe that "
                         "sets data.path (e.g. --recipe easyvqa)")
     if spec.startswith(EASYVQA_PREFIX):
-        split = spec[len(EASYVQA_PREFIX):]
+        split, _, count = spec[len(EASYVQA_PREFIX):].partition(":")
         if split not in ("train", "test"):
             raise UserError(f"data {spec!r}: the easy-vqa splits are train and test")
-        path = Path(data_dir) / f"easyvqa-{split}.jsonl"
+        if count and not (count.isdigit() and int(count) > 0):
+            raise UserError(f"data {spec!r}: the question count after the split must be a positive integer")
+        path = Path(data_dir) / f"easyvqa-{split}{'-' + count if count else ''}.jsonl"
         if is_main and not path.exists():
-            write_easyvqa_jsonl(split, path)
+            write_easyvqa_jsonl(split, path, int(count) if count else None)
         return path
     path = Path(spec)
     if path.is_dir():

@@ -22,12 +22,12 @@ import torch
 
 from ..data import RecordError
 from ..errors import UserError
+from ..model.optim import make_optimizer, wsd_scheduler
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import BatchPlan, make_loader
 from .guard import DivergenceGuard, NonFiniteLoss  # noqa: F401 - NonFiniteLoss is part of this module's API
 from .losses import nonpad_mask
 from .objectives import OBJECTIVES
-from .optim import make_optimizer, wsd_scheduler
 from .schema import DistillRecipe, TrainSection
 from .stages import Stage
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..errors import UserError
+from ..model.optim import OptimSection  # shared with the teacher's training
 from ..recipe import build, load_recipe, merge, parse_overrides, to_dict
 
 
@@ -24,23 +25,6 @@ class DataSection:
     """Stop at the first unreadable record (bad JSON, missing or undecodable image) with its line number."""
     num_workers: int = 0
     """DataLoader worker processes (image decoding)."""
-
-
-@dataclass
-class OptimSection:
-    lr: float = 1e-3
-    """Peak learning rate."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.05
-    """AdamW weight decay; never applied to biases, A_log, dt_bias or norm weights."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0 = no clipping)."""
-    warmup: float = 0.1
-    """Warmup-Stable-Decay: fraction of the steps warming up linearly from 0."""
-    decay: float = 0.1
-    """Fraction of the steps decaying linearly to min_lr_ratio * lr, ending on the last step."""
-    min_lr_ratio: float = 0.0
 
 
 @dataclass

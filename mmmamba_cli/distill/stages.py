@@ -16,7 +16,6 @@ from ..errors import UserError
 NEW = ("conv1d", "dt_proj", "dt_bias", "A_log", "z_proj", "norm")  # parameters attention does not have
 INHERITED_QKV = ("C_proj", "B_proj", "x_proj")  # W_Q, W_K, W_V
 ROLES = NEW + INHERITED_QKV + ("out_proj",)  # out_proj = W_O
-NO_DECAY_SUFFIXES = (".bias", ".A_log", ".dt_bias", "norm.weight")  # AdamW weight decay 0
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,3 @@ def get_stage(number: int) -> Stage:
     if number not in STAGES:
         raise UserError(f"unknown stage {number}; choose 1, 2, 3 or all")
     return STAGES[number]
-
-
-def decays(name: str) -> bool:
-    """Whether AdamW weight decay applies to the parameter ``name``."""
-    return not name.endswith(NO_DECAY_SUFFIXES)

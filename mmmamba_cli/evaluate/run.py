@@ -25,8 +25,11 @@ def evaluate_models(models: list[str | Path], task: str | Task = "easyvqa", kind
                     limit: int | None = None, batch_size: int = 32, max_new_tokens: int | None = None,
                     suffix: str | None = None, out: str | Path | None = None, force: bool = False,
                     device: str | None = None, dtype: str | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
+                    log: Callable[[str], None] | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Evaluate ``models`` (paths) on ``task``; returns the report (also written to ``out``).
+
+    ``progress(label, done, total)`` follows each model's items as they are answered.
 
     Report: ``{"task", "models": [{"label", "path", "kind", "metrics", "fidelity"?, "seconds",
     "items_per_second"}], "teacher", "git_sha", "torch", "date"}``.
@@ -45,7 +48,8 @@ def evaluate_models(models: list[str | Path], task: str | Task = "easyvqa", kind
         model, tokenizer, _ = load_for_eval(path, device, dtype)
         log(f"{label}: {model.config.kind}, {model.num_params() / 1e6:.1f}M parameters, {len(task.items)} items")
         t0 = time.perf_counter()
-        answers = predict(model, tokenizer, task, batch_size)
+        answers = predict(model, tokenizer, task, batch_size,
+                          progress=(lambda done, total: progress(f"eval {label}", done, total)) if progress else None)
         seconds = time.perf_counter() - t0
         metrics, records = score(task, answers)
         entry = {"label": label, "path": str(path), "kind": model.config.kind, "metrics": metrics,

@@ -41,15 +41,24 @@ class EasyVQA:
 
 
 def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
-                   rng: random.Random, augment: bool = True, direct_only: bool = False) -> dict:
+                   rng: random.Random, augment: bool = True, direct_only: bool = False,
+                   shape_first: bool = False, max_shift: int = 0) -> dict:
     """A right-padded batch; ``direct_only`` keeps only "what shape/colour" questions where an
-    image has them (a curriculum: grounding first, then the compositional yes/no questions)."""
+    image has them (a curriculum: grounding first, then the compositional yes/no questions).
+
+    ``shape_first`` opens the conversation with a "what shape" question when the image has one:
+    later turns can read the shape off earlier text ("what color is the circle?"), so without it
+    few answers force the model to see the shape. ``max_shift`` translates the image by up to
+    this many pixels (edge pixels repeated), a second augmentation besides flips and quarter turns.
+    """
     items = []
     for i in image_ids:
         qa = list(data.qa[i])
         if direct_only:
             qa = [(q, a) for q, a in qa if question_type(a) != "yes/no"] or qa
         rng.shuffle(qa)
+        if shape_first:
+            qa.sort(key=lambda x: question_type(x[1]) != "shape")  # stable: the rest stays shuffled
         conv = []
         for k, (q, a) in enumerate(qa[:max_turns]):
             conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
@@ -59,8 +68,20 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
             if rng.random() < 0.5:
                 px = px.flip(-1)
             px = torch.rot90(px, rng.randrange(4), dims=(-2, -1))
+        if max_shift:
+            px = shift(px, rng.randint(-max_shift, max_shift), rng.randint(-max_shift, max_shift))
         items.append({"input_ids": enc["input_ids"], "labels": enc["labels"], "pixel_values": px})
     return collate(items, tokenizer.pad_token_id)
+
+
+def shift(px: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(n, 3, S, S) translated by (dy, dx) pixels; uncovered pixels repeat the nearest edge."""
+    m = max(abs(dy), abs(dx))
+    if not m:
+        return px
+    S = px.shape[-1]
+    padded = torch.nn.functional.pad(px, (m, m, m, m), mode="replicate")
+    return padded[..., m - dy:m - dy + S, m - dx:m - dx + S]
 
 
 def answer_token_ids(tokenizer, answers: list[str]) -> torch.Tensor:

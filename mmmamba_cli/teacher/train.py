@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -17,47 +16,97 @@ import torch
 import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
-from ..distill.stages import decays
 from ..io.files import atomic_dir, check_output_dir, read_state_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
 from ..model.model import MMModel
+from ..model.optim import OptimSection, make_optimizer, wsd_scheduler
 from .easyvqa_data import EasyVQA, easyvqa_tokenizer, first_token_accuracy, training_batch
 
 
 @dataclass
-class TeacherRecipe:
-    """Sizes and schedule of the embedded teacher."""
+class ModelSection:
+    """Sizes of the tiny HoVLE-architecture teacher (holistic embedding: no separate vision encoder)."""
 
     hidden_size: int = 128
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 384
     num_embed_layers: int = 4
+    """Layers of the holistic embedding module (text and image tokens alike)."""
     num_llm_layers: int = 4
     image_size: int = 64
-    patch_size: int = 8
-    downsample_ratio: float = 0.5
+    patch_size: int = 4
+    downsample_ratio: float = 0.25
+    """Pixel shuffle: 64/4 = 16x16 patches -> 4x4 = 16 image tokens at 0.25 (64 at 0.5)."""
     rope_theta: float = 10000.0
-    steps: int = 3000
-    curriculum_steps: int = 0  # first steps train on direct shape/colour questions only
-    batch_images: int = 32
-    max_turns: int = 6
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    warmup_steps: int = 100
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
+
+
+@dataclass
+class DataSection:
+    """How easy-vqa train images become conversations."""
+
+    max_turns: int = 4
+    """Questions of one image per training conversation (the image is encoded once)."""
+    shape_first: bool = False
+    """Open each conversation with a "what shape" question when the image has one."""
     augment: bool = True
+    """Random flips and quarter turns (shapes and colours do not change under them)."""
+    max_shift: int = 0
+    """Random translation by up to this many pixels (edges repeated); 0: none."""
+    curriculum_steps: int = 600
+    """First steps train on direct shape/colour questions only (grounding before yes/no)."""
+
+
+@dataclass
+class TrainSection:
+    steps: int = 3000
+    batch_images: int = 32
+    """Images (conversations) per step."""
     seed: int = 0
-    eval_every: int = 500
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    eval_every: int = 250
+    """Test accuracy on the first eval_limit questions every this many steps (0: only at the end)."""
     eval_limit: int = 2000
-    threads: int = 0  # 0 = torch default
-    init_from: Optional[str] = None  # continue from this teacher directory's weights (same sizes)
+    init_from: Optional[str] = None
+    """Continue from this teacher directory's weights (same sizes)."""
 
 
-def teacher_config(r: TeacherRecipe, tokenizer) -> ModelConfig:
+@dataclass
+class TeacherRecipe:
+    """The embedded teacher's recipe: ``recipes/teacher-easyvqa.yaml`` <- ``key=value`` overrides."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    optim: OptimSection = field(default_factory=lambda: OptimSection(
+        lr=2e-3, betas=[0.9, 0.95], weight_decay=0.05, grad_clip=1.0, warmup=0.033, decay=0.3, min_lr_ratio=0.05))
+
+    def check(self) -> list[str]:
+        m, t, e = self.model, self.train, list(self.optim.check())
+        e += [f"{k} must be > 0, got {v}" for k, v in {
+            "train.steps": t.steps, "train.batch_images": t.batch_images, "data.max_turns": self.data.max_turns,
+            "model.hidden_size": m.hidden_size, "model.patch_size": m.patch_size}.items() if not v > 0]
+        if m.hidden_size % m.num_heads or m.num_heads % m.num_kv_heads:
+            e.append(f"model.hidden_size {m.hidden_size}, num_heads {m.num_heads}, num_kv_heads {m.num_kv_heads}: "
+                     "heads must divide the width and KV heads the heads")
+        if m.image_size % m.patch_size:
+            e.append(f"model.patch_size {m.patch_size} does not divide model.image_size {m.image_size}")
+        e += [f"{k} must be >= 0, got {v}" for k, v in {
+            "data.max_shift": self.data.max_shift, "data.curriculum_steps": self.data.curriculum_steps,
+            "train.eval_every": t.eval_every, "train.threads": t.threads}.items() if v < 0]
+        return e
+
+
+def load_teacher_recipe(name_or_path: str | None = "teacher-easyvqa", overrides=None) -> TeacherRecipe:
+    from ..recipe import load_recipe
+
+    return load_recipe(TeacherRecipe, name_or_path, overrides or [])
+
+
+def teacher_config(r: ModelSection, tokenizer) -> ModelConfig:
     shape = LayerShape(num_heads=r.num_heads, num_kv_heads=r.num_kv_heads, head_dim=r.hidden_size // r.num_heads,
                        intermediate_size=r.intermediate_size, rope_theta=r.rope_theta, max_position_embeddings=4096)
     vision = VisionSettings(image_size=r.image_size, patch_size=r.patch_size, max_tiles=1, use_thumbnail=False,
@@ -69,69 +118,68 @@ def teacher_config(r: TeacherRecipe, tokenizer) -> ModelConfig:
                        pad_token_id=tokenizer.pad_token_id, template="internlm2-chat")
 
 
-def lr_at(step: int, r: TeacherRecipe) -> float:
-    if step < r.warmup_steps:
-        return r.lr * (step + 1) / r.warmup_steps
-    t = (step - r.warmup_steps) / max(1, r.steps - r.warmup_steps)
-    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print,
                   checkpoint: str | Path | None = None) -> dict:
+    """Train on the easy-vqa train split, write the model directory ``out``; returns the report
+    (test accuracy overall and per question type, also in ``out/train_report.json``)."""
     check_output_dir(Path(out), force)  # fail before training, not after it
-    if r.threads:
-        torch.set_num_threads(r.threads)
+    t = r.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
     torch.set_flush_denormal(True)
-    torch.manual_seed(r.seed)
-    rng = random.Random(r.seed)
+    torch.manual_seed(t.seed)
+    rng = random.Random(t.seed)
     tokenizer = easyvqa_tokenizer()
-    config = teacher_config(r, tokenizer)
+    config = teacher_config(r.model, tokenizer)
     model = MMModel(config)
-    init_weights(model, r.seed)
-    if r.init_from:
-        model.load_state_dict(read_state_dir(Path(r.init_from)))
+    init_weights(model, t.seed)
+    if t.init_from:
+        model.load_state_dict(read_state_dir(Path(t.init_from)))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
-    decay = [p for n, p in model.named_parameters() if decays(n)]
-    other = [p for n, p in model.named_parameters() if not decays(n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=r.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(dict(model.named_parameters()), r.optim)
+    schedule = wsd_scheduler(opt, t.steps, r.optim)
     order: list[int] = []
     history, t0, tokens = [], time.time(), 0
-    for step in range(r.steps):
+    for step in range(t.steps):
         model.train()
-        if len(order) < r.batch_images:
+        if len(order) < t.batch_images:
             order += rng.sample(range(len(train.paths)), len(train.paths))
-        ids, order = order[:r.batch_images], order[r.batch_images:]
-        b = training_batch(train, ids, tokenizer, tpt, r.max_turns, rng, r.augment,
-                           direct_only=step < r.curriculum_steps)
+        ids, order = order[:t.batch_images], order[t.batch_images:]
+        b = training_batch(train, ids, tokenizer, tpt, r.data.max_turns, rng, r.data.augment,
+                           direct_only=step < r.data.curriculum_steps, shape_first=r.data.shape_first,
+                           max_shift=r.data.max_shift)
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
-        for gparam in opt.param_groups:
-            gparam["lr"] = lr_at(step, r)
+        lr = schedule.get_last_lr()[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        if r.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), r.optim.grad_clip)
         opt.step()
+        schedule.step()
         tokens += int(b["attention_mask"].sum())
         if (step + 1) % 50 == 0:
-            log(f"step {step + 1}/{r.steps} loss {loss.item():.4f} lr {lr_at(step, r):.2e} "
-                f"{tokens / (time.time() - t0):.0f} tok/s")
-        if (step + 1) % r.eval_every == 0 and step + 1 < r.steps:
+            elapsed = time.time() - t0
+            log(f"step {step + 1}/{t.steps} loss {loss.item():.4f} lr {lr:.2e} {tokens / elapsed:.0f} tok/s "
+                f"ETA {elapsed / (step + 1) * (t.steps - step - 1) / 60:.1f} min")
+        if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.steps:
             by_type: dict = {}
-            acc = first_token_accuracy(model, test, tokenizer, tpt, limit=r.eval_limit, by_type=by_type)
+            acc = first_token_accuracy(model, test, tokenizer, tpt, limit=t.eval_limit, by_type=by_type)
             history.append({"step": step + 1, "test_accuracy_subset": acc, "by_type": by_type, "loss": loss.item()})
-            log(f"step {step + 1}: test accuracy (first {r.eval_limit}) {acc:.4f} {by_type}")
+            log(f"step {step + 1}: test accuracy (first {t.eval_limit}) {acc:.4f} {by_type}")
             if checkpoint is not None:
                 torch.save(model.state_dict(), checkpoint)
     by_type = {}
     acc = first_token_accuracy(model, test, tokenizer, tpt, by_type=by_type)
     train_acc = first_token_accuracy(model, train, tokenizer, tpt, limit=5000)
-    report = {"test_accuracy": acc, "test_accuracy_by_type": by_type, "test_questions": len(test.questions), "train_accuracy_first5000": train_acc,
-              "params": model.num_params(), "steps": r.steps, "train_seconds": round(time.time() - t0, 1),
-              "history": history, "recipe": dataclasses.asdict(r), "git_sha": git_sha(),
-              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    log(f"test accuracy {acc:.4f} on {len(test.questions)} questions ({model.num_params()} params)")
+    report = {"test_accuracy": acc, "test_accuracy_by_type": by_type, "test_questions": len(test.questions),
+              "train_accuracy_first5000": train_acc, "params": model.num_params(), "steps": t.steps,
+              "train_seconds": round(time.time() - t0, 1), "history": history, "recipe": dataclasses.asdict(r),
+              "git_sha": git_sha(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    log(f"test accuracy {acc:.4f} {by_type} on {len(test.questions)} questions ({model.num_params()} params)")
     with atomic_dir(out, force) as tmp:
         tokenizer.save_pretrained(str(tmp))
         write_model_files(tmp, config, model.state_dict(), extra_json={"train_report.json": report})

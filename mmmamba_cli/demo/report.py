@@ -8,6 +8,7 @@ from ..io.files import write_json_atomic
 from ..io.save import git_sha
 
 ORDER = ("teacher", "linear", "hybrid", "seeded")
+QUESTION_TYPES = ("color", "shape", "yes/no")  # easy-vqa's question categories (evaluate/tasks.py)
 
 
 def _accuracy(entry: dict) -> float:
@@ -30,8 +31,9 @@ def build_report(models: dict, ev: dict, bench: dict | None, timings: dict, reci
     longest = max((r["tokens"] for r in rows), default=None)
     for label in [k for k in ORDER if k in ev]:
         acc = _accuracy(ev[label])
+        by_type = ev[label]["metrics"].get("by_category", {})
         entry = {"path": str(models[label]), "accuracy": acc, "retention": acc / teacher_acc if teacher_acc else None,
-                 "metrics": ev[label]["metrics"]}
+                 "by_type": {t: by_type[t] for t in QUESTION_TYPES if t in by_type}, "metrics": ev[label]["metrics"]}
         row = _bench_at(rows, label, longest) if longest else None
         if row is not None:
             entry["bench"] = {k: row.get(k) for k in ("tokens", "prefill_s", "decode_s_per_token", "peak_mem_bytes",
@@ -41,29 +43,39 @@ def build_report(models: dict, ev: dict, bench: dict | None, timings: dict, reci
     return report
 
 
-def markdown(report: dict) -> str:
+def table(report: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The demo's table, once for every renderer: column labels and (row name, cells) rows."""
     labels = [k for k in ORDER if k in report]
-    lines = [f"# mmmamba demo report ({report['date']}, git {report['git_sha'][:10]})", "",
-             f"easy-vqa test split, {report.get('questions') or 'all'} questions; teacher = embedded tiny HoVLE.", "",
-             "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
 
-    def cell(label, fn):
-        try:
-            return fn(report[label])
-        except (KeyError, TypeError):
-            return "-"
-    lines.append("| accuracy | " + " | ".join(cell(k, lambda e: f"{e['accuracy']:.4f}") for k in labels) + " |")
-    lines.append("| retention | " + " | ".join(cell(k, lambda e: f"{e['retention']:.3f}") for k in labels) + " |")
+    def row(name: str, fn) -> tuple[str, list[str]]:
+        cells = []
+        for k in labels:
+            try:
+                cells.append(fn(report[k]))
+            except (KeyError, TypeError):
+                cells.append("-")
+        return name, cells
+
+    rows = [row("accuracy", lambda e: f"{e['accuracy']:.4f}"),
+            row("retention", lambda e: f"{e['retention']:.3f}")]
+    rows += [row(f"  {t} questions", lambda e, t=t: f"{e['by_type'][t]:.4f}")
+             for t in QUESTION_TYPES if any(t in report[k].get("by_type", {}) for k in labels)]
     n = report["bench"].get("longest_tokens")
     if n:
-        lines.append(f"| prefill {n} tok (s) | " + " | ".join(
-            cell(k, lambda e: f"{e['bench']['prefill_s']:.3f}") for k in labels) + " |")
-        lines.append(f"| decode ms/token @ {n} | " + " | ".join(
-            cell(k, lambda e: f"{1000 * e['bench']['decode_s_per_token']:.2f}") for k in labels) + " |")
-        lines.append(f"| peak memory (MB) @ {n} | " + " | ".join(
-            cell(k, lambda e: f"{e['bench']['peak_mem_bytes'] / 2**20:.0f}") for k in labels) + " |")
-        lines.append(f"| decode state (KV / conv+SSM) MB @ {n} | " + " | ".join(
-            cell(k, lambda e: f"{e['bench']['cache_bytes'] / 2**20:.2f}") for k in labels) + " |")
+        rows += [row(f"prefill s @ {n}", lambda e: f"{e['bench']['prefill_s']:.3f}"),
+                 row(f"decode ms/tok @ {n}", lambda e: f"{1000 * e['bench']['decode_s_per_token']:.2f}"),
+                 row(f"peak MB @ {n}", lambda e: f"{e['bench']['peak_mem_bytes'] / 2**20:.0f}"),
+                 row(f"decode state MB @ {n}", lambda e: f"{e['bench']['cache_bytes'] / 2**20:.2f}")]
+    return labels, rows
+
+
+def markdown(report: dict) -> str:
+    labels, rows = table(report)
+    lines = [f"# mmmamba demo report ({report['date']}, git {report['git_sha'][:10]})", "",
+             f"easy-vqa test split, {report.get('questions') or 'all'} questions; teacher = embedded tiny HoVLE. "
+             "Decode state: KV cache (attention) or conv + SSM state (Mamba).", "",
+             "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {name.strip()} | " + " | ".join(cells) + " |" for name, cells in rows]
     lines += ["", "Stage timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), "",
               "Reproduce: `make demo` (or `mmmamba demo --out runs/demo --force`).", ""]
     return "\n".join(lines)
@@ -93,7 +105,8 @@ def plot(report: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("context tokens")
         ax.set_title(title)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # nothing to label when the benchmark was skipped
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

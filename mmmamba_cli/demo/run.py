@@ -9,35 +9,18 @@ Layout of the run directory::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
-
-
-@dataclass
-class DemoRecipe:
-    teacher: Optional[str] = None
-    """Teacher model (default: the embedded tiny HoVLE teacher trained on easy-vqa)."""
-    distill_recipe: str = "easyvqa"
-    """Distillation recipe name or path for every stage (``recipes/<name>-stage{1,2,3}.yaml``)."""
-    distill_overrides: list[str] = field(default_factory=list)
-    """key=value overrides applied to every stage, e.g. train.steps=20."""
-    hybrid_every: int = 4
-    """Hybrid: keep the first layer of every block of this many layers as attention (paper: 4)."""
-    eval_limit: Optional[int] = None
-    """Questions of the easy-vqa test split to evaluate (None: all 9673)."""
-    eval_seeded: bool = True
-    """Also evaluate the freshly seeded (undistilled) linear student, as a baseline."""
-    bench_tokens: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
-    """Context lengths of the short long-context benchmark."""
-    bench: bool = True
-    seed: int = 0
+from .recipe import DemoRecipe
 
 
 def run_demo(recipe: DemoRecipe, out: str | Path, force: bool = False,
-             log: Callable[[str], None] = print) -> dict:
-    """Run the pipeline into ``out`` and return the report (also written as report.json)."""
+             log: Callable[[str], None] = print, progress: Callable | None = None) -> dict:
+    """Run the pipeline into ``out`` and return the report (also written as report.json).
+
+    ``progress`` receives the distillation stages' per-step reports (``distill.StepReport``).
+    """
     from ..assets import default_teacher
     from ..io.files import check_output_dir, write_json_atomic
     from ..io.save import git_sha
@@ -68,14 +51,15 @@ def run_demo(recipe: DemoRecipe, out: str | Path, force: bool = False,
     linear, hybrid = out / "linear", out / "hybrid"
     timed("seed", _seed, teacher, linear / "seed", recipe.seed)
     for stage in (1, 2, 3):
-        timed(f"linear stage {stage}", _distill, linear, stage, recipe, log)
-    timed("hybridize", _hybridize, linear / "stage2", hybrid / "stage2", teacher, recipe.hybrid_every, recipe.seed)
-    timed("hybrid stage 3", _distill, hybrid, 3, recipe, log)
+        timed(f"linear stage {stage}", _distill, linear, stage, recipe, log, progress)
+    timed("hybridize", _hybridize, linear / "stage2", hybrid / "stage2", teacher, recipe.hybrid.every, recipe.seed)
+    timed("hybrid stage 3", _distill, hybrid, 3, recipe, log, progress)
     models = {"teacher": teacher, "linear": linear / "stage3", "hybrid": hybrid / "stage3"}
-    if recipe.eval_seeded:
+    if recipe.eval.seeded:
         models["seeded"] = linear / "seed"
-    ev = timed("eval", _evaluate, models, teacher, out / "eval", recipe.eval_limit, log)
-    bench = timed("bench", _bench, teacher, recipe.bench_tokens, out / "bench", log) if recipe.bench else None
+    ev = timed("eval", _evaluate, models, teacher, out / "eval", recipe.eval.limit, log)
+    bench = (timed("bench", _bench, teacher, recipe.bench.tokens, out / "bench", log)
+             if recipe.bench.enabled else None)
     from .report import build_report, write_report
 
     report = build_report(models, ev, bench, timings, recipe)
@@ -89,11 +73,11 @@ def _seed(teacher: Path, out: Path, seed: int) -> None:
     seed_directory(teacher, out, seed=seed)
 
 
-def _distill(run_dir: Path, stage: int, recipe: DemoRecipe, log) -> Path:
+def _distill(run_dir: Path, stage: int, recipe: DemoRecipe, log, progress) -> Path:
     from ..distill.run_dir import run_stage
 
-    return run_stage(run_dir, stage, recipe=recipe.distill_recipe,
-                     overrides=list(recipe.distill_overrides), log=log)
+    return run_stage(run_dir, stage, recipe=recipe.distill.recipe,
+                     overrides=list(recipe.distill.overrides), progress=progress, log=log)
 
 
 def _hybridize(student: Path, out: Path, teacher: Path, every: int, seed: int) -> None:
@@ -121,8 +105,3 @@ def _bench(teacher: Path, tokens: list[int], out: Path, log) -> dict:
     write_results(result, out, force=True)
     return result
 
-
-def demo_recipe_from(name_or_path: str | None, overrides: list[str]) -> DemoRecipe:
-    from ..recipe import load_recipe
-
-    return load_recipe(DemoRecipe, name_or_path, overrides)

@@ -1,0 +1,74 @@
+"""Teacher training pieces: the typed recipe, conversations that open with the shape question, the
+translation augmentation, and the layer rule (teacher training does not import distillation)."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmmamba_cli.errors import UserError
+from mmmamba_cli.teacher.easyvqa_data import question_type, shift, training_batch
+from mmmamba_cli.teacher.train import TeacherRecipe, load_teacher_recipe
+
+torch.set_num_threads(1)  # the CPU is shared: more threads are much slower here
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_recipe_loads_and_overrides_apply():
+    r = load_teacher_recipe("teacher-easyvqa", ["optim.lr=1e-3", "train.steps=10", "model.patch_size=8"])
+    assert isinstance(r, TeacherRecipe)
+    assert (r.optim.lr, r.train.steps, r.model.patch_size) == (1e-3, 10, 8)
+    assert r.optim.betas == [0.9, 0.95] and r.model.downsample_ratio == 0.25 and not r.data.shape_first
+    with pytest.raises(UserError) as e:
+        load_teacher_recipe("teacher-easyvqa", ["train.stepz=3", "model.patch_size=5", "optim.warmup=2"])
+    msg = str(e.value)
+    assert "train.stepz (did you mean train.steps?)" in msg and "does not divide" in msg and "optim.warmup" in msg
+
+
+def test_shift_translates_and_repeats_the_edges():
+    x = torch.arange(25.0).view(1, 1, 5, 5)
+    y = shift(x, 2, -1)  # down 2, left 1
+    assert torch.equal(y[0, 0, 2:, :4], x[0, 0, :3, 1:])  # moved content
+    assert torch.equal(y[0, 0, 0], y[0, 0, 1]) and torch.equal(y[0, 0, 0, :4], x[0, 0, 0, 1:])  # top edge repeated
+    assert torch.equal(y[0, 0, :, 4], y[0, 0, :, 3])  # right edge repeated
+    assert torch.equal(shift(x, 0, 0), x)
+
+
+class _Data:
+    """Two images' questions, as EasyVQA holds them."""
+    qa = [[("is there a red shape?", "yes"), ("what color is the shape?", "red"), ("what shape is present?", "circle"),
+           ("does the image contain a circle?", "yes")],
+          [("what color is the triangle?", "blue"), ("is there a circle?", "no")]]
+    pixels = torch.zeros(2, 3, 8, 8)
+
+
+_TOK = type("Tok", (), {"pad_token_id": 0})()
+
+
+def test_shape_question_opens_every_conversation_that_has_one(monkeypatch):
+    import mmmamba_cli.teacher.easyvqa_data as m
+
+    seen = []
+    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
+                        {"input_ids": [1, 2], "labels": [-100, 2]})
+    for seed in range(10):
+        training_batch(_Data(), [0, 1], _TOK, 4, 3, random.Random(seed), augment=False, shape_first=True)
+    firsts = [conv[0]["value"] for conv in seen[0::2]]
+    assert all(f == "<image>\nwhat shape is present?" for f in firsts)
+    assert {question_type(c[1]["value"]) for conv in seen[1::2] for c in [conv[:2]]} <= {"color", "yes/no"}
+    seen.clear()
+    for seed in range(10):
+        training_batch(_Data(), [0], _TOK, 4, 3, random.Random(seed), augment=False, shape_first=False)
+    assert len({conv[0]["value"] for conv in seen}) > 1  # without it the first question varies
+
+
+def test_teacher_training_does_not_import_distillation():
+    code = ("import sys, mmmamba_cli.teacher.train; "
+            "bad = [m for m in sys.modules if m.startswith('mmmamba_cli.distill')]; assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
