@@ -146,8 +146,8 @@ def build_index(path: str | Path, tokenizer, config: ModelConfig, settings: Inde
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".index-build-", dir=cache_dir))
     try:
-        names = [str(f) for f in files]
-        raw = datasets.Dataset.from_generator(raw_rows, gen_kwargs={"files": names}, cache_dir=str(tmp / "raw"))
+        names = [str(f) for f in files]  # a tuple below: datasets would shard a list between generator calls
+        raw = datasets.Dataset.from_generator(raw_rows, gen_kwargs={"files": tuple(names)}, cache_dir=str(tmp / "raw"))
         procs = _procs(num_proc, len(raw))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the map forks: no Rust threads before it
         R._SIZES.clear()

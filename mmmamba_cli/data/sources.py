@@ -30,7 +30,7 @@ def source_files(path: str | Path) -> list[Path]:
     return [path]
 
 
-def raw_rows(files: list[str]) -> Iterator[dict]:
+def raw_rows(files: tuple[str, ...]) -> Iterator[dict]:
     """Raw rows of every file in order (``files`` as strings: hashed by ``datasets``)."""
     for source, name in enumerate(files):
         path = Path(name)

@@ -8,6 +8,7 @@ the batches an uninterrupted one would, and the global batch is the same for any
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ EASYVQA_PREFIX = "easyvqa:"
 
 
 def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) -> Path:
-    """The jsonl file of ``spec``; ``easyvqa:SPLIT`` is written once into ``data_dir``."""
+    """The data file or directory of ``spec``; ``easyvqa:SPLIT`` is written once into ``data_dir``."""
     if not spec:
         raise UserError("no training data: pass --data FILE.jsonl or --data easyvqa:train, or a recipe that "
                         "sets data.path (e.g. --recipe easyvqa)")
@@ -34,23 +35,42 @@ def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) ->
             write_easyvqa_jsonl(split, path)
         return path
     path = Path(spec)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"data file {path} not found")
     return path
 
 
-def load_dataset(path: Path, data: DataSection, tokenizer, config, log=None):
-    """(SFTDataset, LoadStats); unreadable records are skipped and counted, or stop the run under strict."""
-    from ..data import RecordError, load_sft_dataset
+def load_dataset(path: Path, data: DataSection, tokenizer, config, cache_dir: Path, accelerator=None, log=None):
+    """(SFTDataset, LoadStats) from the data index in ``cache_dir``: the main process builds it unless
+    it is there, the others wait and open it. Unreadable records are skipped and counted, or stop the
+    run under strict."""
+    from ..data import IndexSettings, RecordError, build_index, index_dir, open_index
 
+    settings = IndexSettings(data.image_root, data.max_length, data.long_text, data.strict)
+    main = accelerator is None or accelerator.is_main_process
+    t0 = time.perf_counter()
     try:
-        dataset, stats = load_sft_dataset(path, tokenizer, config, data.image_root, data.max_length, data.strict)
+        failure = None
+        if main:
+            try:
+                build_index(path, tokenizer, config, settings, cache_dir, data.num_proc, log)
+            except (RecordError, ValueError) as e:  # let the others pass the barrier, then stop
+                failure = e
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        if failure is not None:
+            raise failure
+        directory = index_dir(path, tokenizer, config, settings, cache_dir)
+        if not (directory / "stats.json").exists():
+            raise UserError(f"{path}: the main process did not build the data index {directory}")
+        dataset, stats = open_index(directory, config)
     except RecordError as e:
         raise UserError(f"{path}: {e} (--strict)") from None
     except ValueError as e:  # e.g. tokenizer and model disagree on <IMG_CONTEXT>
         raise UserError(f"{path}: {e}") from None
     if log is not None:
-        log(stats.summary() + ("; " + "; ".join(stats.messages) if stats.messages else ""))
+        log(f"{stats.summary()} ({stats.tokens} tokens; index {directory.name} ready in "
+            f"{time.perf_counter() - t0:.1f} s)" + ("; " + "; ".join(stats.messages) if stats.messages else ""))
     if not len(dataset):
         raise UserError(f"{path}: no usable record ({stats.summary()})")
     return dataset, stats

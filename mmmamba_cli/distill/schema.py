@@ -16,11 +16,20 @@ class DataSection:
     image_root: Optional[str] = None
     """Folder that relative image paths start from (default: the jsonl file's folder)."""
     max_length: int = 2048
-    """Records longer than this many tokens are skipped and counted."""
+    """Records longer than this many tokens are skipped and counted (plain text: see long_text)."""
+    long_text: Literal["split", "drop"] = "split"
+    """Plain-text records over max_length: cut into max_length windows, or skipped and counted."""
     strict: bool = False
     """Stop at the first unreadable record (bad JSON, missing or undecodable image) with its line number."""
     num_workers: int = 0
     """DataLoader worker processes (image decoding)."""
+    num_proc: int = 0
+    """Processes that build the data index (0: every CPU; small files use one)."""
+    cache_dir: Optional[str] = None
+    """Folder of the data index (default: the run directory's data/ folder); reused while the data,
+    tokenizer, template and max_length are unchanged."""
+    pack: bool = False
+    """Pack several records into each row of up to max_length tokens (state reset at each boundary)."""
 
 
 @dataclass
@@ -103,7 +112,7 @@ class DistillRecipe:
             e.append(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         e += [f"{k} must be >= 0, got {v}" for k, v in {
             "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.save_every": t.save_every,
-            "data.num_workers": self.data.num_workers, "loss.ce_weight": self.loss.ce_weight,
+            "data.num_workers": self.data.num_workers, "data.num_proc": self.data.num_proc, "loss.ce_weight": self.loss.ce_weight,
             "train.threads": t.threads,
             "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
         if t.keep_checkpoints < 1:
