@@ -17,6 +17,7 @@ token count, and catches missing and non-image files); ``strict`` decodes every 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ def _image_paths(value, root: Path) -> list[str]:
     values = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str) and v for v in values):
         raise RecordError("'image' must be a path or a list of paths")
-    return [str(root / v) for v in values]  # an absolute v replaces root
+    return [os.path.join(root, v) for v in values]  # an absolute v replaces root
 
 
 def _as_conversations(messages) -> list[dict]:

@@ -143,9 +143,14 @@ def _tokenize(tokenizer, texts: list[str], special: bool) -> list[list[int]]:
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    unique = list(dict.fromkeys(texts))  # template pieces repeat in every record: encode each once
     if backend is not None:  # what tokenizer.encode(t, add_special_tokens=special) runs, per text
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=special)]
-    return [tokenizer.encode(t, add_special_tokens=special) if t else [] for t in texts]
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no offsets
+        ids = [e.ids for e in encode(unique, add_special_tokens=special)]
+    else:
+        ids = [tokenizer.encode(t, add_special_tokens=special) if t else [] for t in unique]
+    by_text = dict(zip(unique, ids))
+    return [by_text[t] for t in texts]
 
 
 def _spans(labels: list[int]) -> list[int]:
