@@ -32,3 +32,52 @@ def collate(batch: list[dict], pad_token_id: int, padding_side: str = "right") -
     tiles = [item["pixel_values"] for item in batch if item.get("pixel_values") is not None]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels if has_labels else None,
             "pixel_values": torch.cat(tiles) if tiles else None}
+
+
+def pack(batch: list[dict], pad_token_id: int, max_length: int) -> dict:
+    """Items -> rows of up to ``max_length`` tokens holding several items each, plus ``seq_idx``.
+
+    Items are placed in order, each into the first row with room (first fit), so the result is a
+    function of the items alone. Returns what ``collate`` returns (right padding) and ``seq_idx``
+    (rows, L) long: 0, 1, ... for the items of a row, one more for its padding. Each item's first
+    label is dropped: in a packed row the position before it belongs to the previous item, and
+    alone no position predicts it either. Tiles follow the packed order (row by row).
+    """
+    if not batch:
+        raise ValueError("cannot pack an empty batch")
+    rows: list[list[dict]] = []
+    room: list[int] = []
+    for item in batch:
+        n = len(item["input_ids"])
+        if n > max_length:
+            raise ValueError(f"an item of {n} tokens does not fit a packed row of {max_length}")
+        k = next((r for r, free in enumerate(room) if free >= n), None)
+        if k is None:
+            rows.append([])
+            room.append(max_length)
+            k = len(rows) - 1
+        rows[k].append(item)
+        room[k] -= n
+    merged = [_merge(items) for items in rows]
+    out = collate(merged, pad_token_id, "right")
+    seq_idx = torch.zeros_like(out["input_ids"])
+    for r, items in enumerate(rows):
+        start = 0
+        for j, item in enumerate(items):
+            seq_idx[r, start:start + len(item["input_ids"])] = j
+            start += len(item["input_ids"])
+        seq_idx[r, start:] = len(items)
+    out["seq_idx"] = seq_idx
+    return out
+
+
+def _merge(items: list[dict]) -> dict:
+    ids = torch.cat([torch.as_tensor(it["input_ids"], dtype=torch.long) for it in items])
+    labels = None
+    if all(it.get("labels") is not None for it in items):
+        parts = [torch.as_tensor(it["labels"], dtype=torch.long).clone() for it in items]
+        for p in parts:
+            p[:1] = IGNORE_INDEX
+        labels = torch.cat(parts)
+    tiles = [it["pixel_values"] for it in items if it.get("pixel_values") is not None]
+    return {"input_ids": ids, "labels": labels, "pixel_values": torch.cat(tiles) if tiles else None}
