@@ -153,3 +153,27 @@ def test_ssd_scan_resets_at_seq_idx_changes_with_gradients():
             m = seq[r] == s
             y1, _ = ssd_naive(x[r:r + 1, m], dt[r:r + 1, m], A, B[r:r + 1, m], C[r:r + 1, m])
             assert torch.allclose(y1, y_ref[r:r + 1, m], atol=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["layerwise", "kl"])
+def test_distillation_terms_and_token_counts_are_the_same_packed(objective):
+    from mmmamba_cli.distill.objectives import OBJECTIVES
+    from mmmamba_cli.distill.schema import LossSection
+
+    teacher = tiny_teacher().double()
+    student = student_of(teacher, (2,)).double()
+    loss = LossSection(ce_weight=0.5, kl_tokens="labels")
+    obj = OBJECTIVES[objective]
+    items = [{**it, "pixel_values": None if it["pixel_values"] is None else it["pixel_values"].double()}
+             for it in records(teacher.config)]
+    module = obj.student(student, loss)
+    results = []
+    for batch in (collate(items, 0), pack(items, 0, 64)):
+        terms = module(batch, obj.targets(teacher, batch, student))
+        counts = {k: int(m.sum()) for k, m in obj.masks(batch, loss).items()}
+        results.append(({k: float(v) for k, v in terms.items()}, counts))
+    (plain, n_plain), (packed, n_packed) = results
+    assert n_plain == n_packed
+    assert plain.keys() == packed.keys()
+    for k in plain:
+        assert abs(plain[k] - packed[k]) <= 1e-5 * max(1.0, abs(plain[k])), k

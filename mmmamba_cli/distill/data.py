@@ -117,9 +117,13 @@ class PlanSampler(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.plan.accum
 
 
-def make_loader(dataset, plan: BatchPlan, start: int, stop: int, rank: int, pad_token_id: int, num_workers: int):
-    from ..data import collate
+def make_loader(dataset, plan: BatchPlan, start: int, stop: int, rank: int, pad_token_id: int, num_workers: int,
+                pack_length: int | None = None):
+    """This process's micro-batches; ``pack_length``: each micro-batch's records packed into rows of
+    up to that many tokens (``data.pack``), which changes the padding, not the records or the losses."""
+    from ..data import collate, pack
 
+    fn = functools.partial(collate, pad_token_id=pad_token_id, padding_side="right") if pack_length is None \
+        else functools.partial(pack, pad_token_id=pad_token_id, max_length=pack_length)
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=PlanSampler(plan, start, stop, rank), num_workers=num_workers,
-        collate_fn=functools.partial(collate, pad_token_id=pad_token_id, padding_side="right"))
+        dataset, batch_sampler=PlanSampler(plan, start, stop, rank), num_workers=num_workers, collate_fn=fn)

@@ -85,7 +85,8 @@ def train(job: TrainJob, accelerator, resume: bool = False,
     plan = BatchPlan(len(job.dataset), r.train.global_batch, r.train.micro_batch, world, r.train.seed)
     metrics = Path(job.work) / METRICS
     start = _resume(job, params, optimizer, scheduler, rank, metrics, accelerator, log) if resume else 0
-    batches = iter(make_loader(job.dataset, plan, start, r.train.steps, rank, job.pad_token_id, r.data.num_workers))
+    batches = iter(make_loader(job.dataset, plan, start, r.train.steps, rank, job.pad_token_id, r.data.num_workers,
+                               r.data.max_length if r.data.pack else None))
     weights = OBJECTIVES[stage.objective].weights(r.loss)
     t0, tokens_seen, last = time.perf_counter(), 0.0, {}
     for step in range(start, r.train.steps):

@@ -35,7 +35,8 @@ class KLStudent(nn.Module):
         self.student, self.loss = student, loss
 
     def forward(self, batch: dict, teacher_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.student(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"))
+        logits = self.student(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"),
+                              seq_idx=batch.get("seq_idx"))
         out = {"kl": kl_sum(logits, teacher_logits, kl_mask(batch, self.loss), self.loss.temperature)}
         if batch.get("labels") is not None:
             ce = ce_sum(logits, batch["labels"])
@@ -49,7 +50,8 @@ def kl_mask(batch: dict, loss: LossSection) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, batch: dict, student: nn.Module) -> torch.Tensor:
-    return teacher(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"))
+    return teacher(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"),
+                   seq_idx=batch.get("seq_idx"))
 
 
 OBJECTIVES: dict[str, Objective] = {
