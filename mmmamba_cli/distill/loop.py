@@ -22,6 +22,7 @@ import torch
 
 from ..errors import UserError
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpointing import checkpoint_layers
 from .data import BatchPlan, make_loader
 from .losses import nonpad_mask
 from .objectives import OBJECTIVES
@@ -131,6 +132,8 @@ def _setup(job: TrainJob, accelerator):
     for p in params.values():
         p.requires_grad_(True)
     job.teacher.requires_grad_(False).eval().to(accelerator.device)
+    if r.train.activation_checkpointing:
+        checkpoint_layers(job.student, OBJECTIVES[stage.objective].layer_call)
     module = OBJECTIVES[stage.objective].student(job.student, r.loss)
     optimizer = make_optimizer(params, r.optim)
     scheduler = wsd_scheduler(optimizer, r.train.steps, r.optim)  # stepped by hand: once per update

@@ -25,6 +25,8 @@ class Objective:
     masks: Callable[[dict, LossSection], dict[str, torch.Tensor]]
     """(batch, loss settings) -> {mask name: (b, l) bool}; its count normalises the terms."""
     weights: Callable[[LossSection], dict[str, float]]
+    layer_call: str = "forward"
+    """The layer method the student side calls (what activation checkpointing wraps)."""
 
 
 class KLStudent(nn.Module):
@@ -60,6 +62,7 @@ OBJECTIVES: dict[str, Objective] = {
         targets=lambda teacher, batch, student: teacher_trace(teacher, batch, student.config.mamba_layers),
         masks=lambda batch, loss: {"mse": nonpad_mask(batch)},
         weights=lambda loss: {"mse": loss.mse_factor},
+        layer_call="mix",
     ),
     "kl": Objective(
         student=KLStudent,

@@ -69,6 +69,9 @@ class TrainSection:
     """Write a checkpoint every this many steps (0: only the final model)."""
     keep_checkpoints: int = 2
     """Most recent checkpoints kept while the stage runs; all are removed once the stage finishes."""
+    activation_checkpointing: bool = False
+    """Recompute each student layer's activations in the backward instead of keeping them (less memory,
+    about one more forward of time)."""
 
 
 @dataclass
