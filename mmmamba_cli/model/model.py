@@ -98,10 +98,13 @@ class MMModel(nn.Module):
     # ---- forward ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, cache: HybridCache | None = None,
-                logits_to_keep: int = 0, return_hidden: bool = False, seq_idx: torch.Tensor | None = None):
+                logits_to_keep: int = 0, return_hidden: bool = False, seq_idx: torch.Tensor | None = None,
+                head: bool = True):
         """Logits (b, l, V) (only the last ``logits_to_keep`` positions when > 0).
 
         ``seq_idx`` (b, l): several sequences packed per row, each computed as if alone.
+        ``head=False``: the final hidden states (b, l, C) instead, for losses that apply
+        ``lm_head.weight`` themselves in token chunks.
         """
         h = self.embed(input_ids, pixel_values)
         ropes, key_mask, valid = self.prepare(input_ids, attention_mask, cache, seq_idx)
@@ -109,6 +112,8 @@ class MMModel(nn.Module):
             state = cache.layers[i] if cache is not None else None
             h = layer(h, self.rope_for(ropes, i), key_mask, valid, state, seq_idx)
         h = self.norm(h)
+        if not head:
+            return h
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         logits = self.lm_head(h)
