@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -56,13 +57,32 @@ def build(path: Path, cache: Path, num_proc: int) -> dict:
     from mmmamba_cli.data import IndexSettings, build_index, open_index
 
     tok, config = teacher()
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     directory = build_index(path, tok, config, IndexSettings(max_length=4096), cache, num_proc)
     seconds = time.perf_counter() - t0
+    cpu = _cpu_s() - cpu0
     _, stats = open_index(directory, config)
     return {"records": stats.lines, "kept": stats.kept, "tokens": stats.tokens, "build_s": seconds,
-            "records_per_s": stats.lines / seconds, "index": str(directory),
+            "records_per_s": stats.lines / seconds, "cpu_s": cpu,
+            "records_per_cpu_s": stats.lines / cpu, "load_average_after": list(os.getloadavg()), "index": str(directory),
             "index_mb": sum(f.stat().st_size for f in directory.iterdir()) / 2**20}
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the map workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _rss() -> dict:
+    """Resident memory now: anonymous (held by the process) and file-backed (mapped files, reclaimable)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
 
 
 def open_and_read(path: Path, cache: Path, read: int) -> dict:
@@ -80,6 +100,7 @@ def open_and_read(path: Path, cache: Path, read: int) -> dict:
     index_s = time.perf_counter() - t_index
     opened = time.perf_counter() - t0
     rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_open_split = _rss()
     g = torch.Generator().manual_seed(0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=8, sampler=torch.utils.data.RandomSampler(
         dataset, generator=g, num_samples=read), collate_fn=lambda b: collate(b, 0))
@@ -88,6 +109,7 @@ def open_and_read(path: Path, cache: Path, read: int) -> dict:
         tokens += int(batch["attention_mask"].sum())
     return {"open_s": opened, "imports_s": imported, "index_open_s": index_s, "read_items": read, "read_s": time.perf_counter() - t1, "tokens_read": tokens,
             "rss_after_open_mb": rss_open, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "after_open_mb": rss_open_split, "after_read_mb": _rss(),
             "dataset_len": len(dataset)}
 
 
@@ -98,6 +120,7 @@ def main() -> None:
     p.add_argument("--num-proc", type=int, default=0)
     p.add_argument("--read", type=int, default=2000)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--workdir", type=Path, default=None, help="keep the data here (default: a temporary folder)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -106,10 +129,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
         for n in a.records:
-            folder = Path(tmp) / f"r{n}"
+            folder = (a.workdir or Path(tmp)) / f"r{n}"
             t0 = time.perf_counter()
-            path = write_data(folder, n, a.images)
-            print(f"wrote {n} records in {time.perf_counter() - t0:.1f} s", flush=True)
+            path = folder / "train.jsonl"
+            if not path.exists():
+                path = write_data(folder, n, a.images)
+            print(f"data: {n} records ({time.perf_counter() - t0:.1f} s)", flush=True)
             row = {"records_requested": n, "images": a.images, **build(path, folder / "cache", a.num_proc)}
             print(json.dumps(row), flush=True)
             for k in range(2):  # a second stage / a second process: a fresh interpreter each time

@@ -31,6 +31,10 @@ def command(
     strict: Annotated[Optional[bool], typer.Option(
         "--strict/--no-strict", help="Stop at the first unreadable record instead of skipping it.")] = None,
     force: Force = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print memory per process and tokens per step for each stage, then stop.")] = False,
+    processes: Annotated[int, typer.Option(
+        "--processes", help="With --dry-run: the number of training processes to plan for.")] = 1,
 ) -> None:
     """Distil a seeded student in 3 stages: layer-wise MSE (1, 2), then end-to-end KL (3)."""
     from ..distill import run_stages
@@ -39,6 +43,15 @@ def command(
     if stage not in STAGE_CHOICES:
         raise UserError(f"--stage {stage!r}: choose one of {', '.join(STAGE_CHOICES)}")
     stages = (1, 2, 3) if stage == "all" else (int(stage),)
+    if dry_run:
+        from ..distill.estimate import estimate_run
+        from ..distill.run_dir import cli_overrides
+
+        extra = cli_overrides(data, image_root, strict, overrides)
+        for n in stages:
+            for line in estimate_run(run_dir, n, recipe, extra, processes, teacher).lines():
+                console.print(line, highlight=False)
+        return
     with _progress_view() as progress:
         try:
             outs = run_stages(run_dir, stages, recipe, overrides, data=data, image_root=image_root, strict=strict,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_CHUNK = 1024
+HEAD_CHUNK_ELEMS = 2**23  # head_* losses: logits elements per chunk (32 MiB in fp32), whatever V is
 
 
 def _select(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -157,21 +158,28 @@ class _HeadCE(torch.autograd.Function):
         return grad_h, None if grad_w is None else grad_w.to(w.dtype), None, None
 
 
+def head_chunk(vocab: int) -> int:
+    """Tokens per chunk of the head_* losses: HEAD_CHUNK_ELEMS logits (at least 16 tokens)."""
+    return max(16, HEAD_CHUNK_ELEMS // max(vocab, 1))
+
+
 def head_kl_sum(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher_hidden: torch.Tensor,
                 teacher_head: torch.Tensor, mask: torch.Tensor | None = None, temperature: float = 1.0,
-                chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                chunk: int | None = None) -> torch.Tensor:
     """``kl_sum`` of the logits ``hidden @ head.T`` of both models, never holding (n, V) tensors.
 
     hidden (b, l, C) with a (b, l) mask, or (n, C); head (V, C). Teacher inputs get no gradient.
+    ``chunk`` tokens at a time (default ``head_chunk(V)``: a few (chunk, V) fp32 temporaries).
     """
     h_s, h_t = _select(student_hidden, mask), _select(teacher_hidden, mask).detach()
     if h_s.shape[0] == 0:
         return student_hidden.sum() * 0.0
+    chunk = chunk or head_chunk(student_head.shape[0])
     return _HeadKL.apply(h_s, student_head, h_t, teacher_head.detach(), float(temperature), int(chunk))
 
 
 def head_ce_sum(hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
-                chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                chunk: int | None = None) -> torch.Tensor:
     """Sum of cross-entropy of ``targets`` under the logits ``hidden @ head.T``, in token chunks.
 
     hidden (b, l, C) and targets (b, l) with a (b, l) mask, or (n, C) and (n,).
@@ -179,4 +187,4 @@ def head_ce_sum(hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor,
     h, tg = _select(hidden, mask), _select(targets[..., None], mask)[:, 0]
     if h.shape[0] == 0:
         return hidden.sum() * 0.0
-    return _HeadCE.apply(h, head, tg.long(), int(chunk))
+    return _HeadCE.apply(h, head, tg.long(), int(chunk or head_chunk(head.shape[0])))
