@@ -164,4 +164,7 @@ def estimate_run(run_dir: str | Path, stage_number: int, recipe=None, overrides=
     if not (teacher_dir / "config.json").exists():
         raise UserError(f"teacher {teacher_dir} not found; pass --teacher PATH")
     teacher_config = config_from_json(read_config_json(teacher_dir / "config.json"), teacher_dir / "config.json")
+    from ..io.tokenizer import load_tokenizer
+
+    load_tokenizer(source)  # part of the runtime a training process holds
     return estimate(st, r, config, teacher_config, processes)
