@@ -177,3 +177,41 @@ def test_distillation_terms_and_token_counts_are_the_same_packed(objective):
     assert plain.keys() == packed.keys()
     for k in plain:
         assert abs(plain[k] - packed[k]) <= 1e-5 * max(1.0, abs(plain[k])), k
+
+
+def test_training_with_data_pack_logs_the_same_losses(tmp_path):
+    import json
+
+    from mmmamba_cli.distill import run_stage
+    from test_distill_setup import make_run
+
+    run, data = make_run(tmp_path)
+    logs = {}
+    for pack_on in (False, True):
+        out = run_stage(run, 1, "tiny", ["train.steps=2", f"data.pack={str(pack_on).lower()}"], data=data,
+                        force=True)
+        logs[pack_on] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for plain, packed in zip(logs[False], logs[True]):
+        assert packed["tokens"] == plain["tokens"]
+        assert packed["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+        assert packed["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
+
+
+def test_dry_run_prints_memory_per_process(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmmamba_cli.cli.main import app
+    from mmmamba_cli.errors import UserError
+    from test_distill_setup import make_run
+
+    run, data = make_run(tmp_path)
+    result = CliRunner().invoke(app, ["distill", "--stage", "all", "-r", str(run), "--recipe", "tiny", "--dry-run",
+                                      "--processes", "2", f"data.path={data}"])
+    assert result.exit_code == 0, result.output
+    for stage in ("stage1", "stage2", "stage3"):
+        assert f"{stage}: 2 process(es)" in result.output
+    assert result.output.count("activations") == 3 and "total per process" in result.output
+    assert not (run / "stage1").exists()  # nothing trained
+    bad = CliRunner().invoke(app, ["distill", "--stage", "1", "-r", str(run), "--recipe", "tiny", "--dry-run",
+                                   "--processes", "3"])
+    assert isinstance(bad.exception, UserError) and "not a multiple" in str(bad.exception)  # run_app: exit 2
