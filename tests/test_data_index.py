@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmmamba_cli.data import (IGNORE_INDEX, IMG_CONTEXT, IndexSettings, RecordError, build_index,
+from mmmamba_cli.data import (IMG_CONTEXT, IndexSettings, RecordError, build_index,
                               build_word_tokenizer, index_dir, load_sft_dataset, open_index)
 from mmmamba_cli.data import index as index_module
 from mmmamba_cli.data.images import count_tiles

@@ -39,8 +39,8 @@ class Estimate:
         return sum(self.bytes.values())
 
     def lines(self) -> list[str]:
-        out = [f"{self.stage}: {self.processes} process(es); tokens per micro-batch <= {self.tokens_per_micro_batch:,}, "
-               f"per optimizer step <= {self.tokens_per_step:,}"]
+        out = [f"{self.stage}: {self.processes} process(es); tokens per micro-batch <= "
+               f"{self.tokens_per_micro_batch:,}, per optimizer step <= {self.tokens_per_step:,}"]
         out += [f"  {k:<22} {v / 2**20:>12,.1f} MiB" for k, v in self.bytes.items()]
         out.append(f"  {'total per process':<22} {self.total / 2**20:>12,.1f} MiB")
         return out + [f"  note: {n}" for n in self.notes]

@@ -176,7 +176,8 @@ def _ssd_segment(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_s
     chunk_decay = torch.exp(a_cum[..., -1])  # (b, h, c)
     from_start = torch.exp(a_cum)  # (b, h, c, Q)
     if keep is not None:  # a token reaches the chunk's end / a state reaches a token only within a sequence
-        to_end, chunk_decay, from_start = to_end * keep["end"], chunk_decay * keep["through"], from_start * keep["start"]
+        to_end, chunk_decay = to_end * keep["end"], chunk_decay * keep["through"]
+        from_start = from_start * keep["start"]
     s = torch.matmul(xdt.transpose(-1, -2), Bc * to_end[..., None])  # (b, h, c, p, n)
     # 4. pass states across chunks
     S_in, S_c = _StatePassing.apply(s, chunk_decay, S0)  # (b, h, c, p, n), (b, h, p, n)
