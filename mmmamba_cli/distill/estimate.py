@@ -46,8 +46,13 @@ class Estimate:
         return out + [f"  note: {n}" for n in self.notes]
 
 
-def estimate(stage: Stage, r: DistillRecipe, student_config, teacher_config, processes: int = 1) -> Estimate:
-    """The per-process memory of running ``stage`` with recipe ``r`` on ``processes`` processes (DDP)."""
+def estimate(stage: Stage, r: DistillRecipe, student_config, teacher_config, processes: int = 1,
+             longest: int | None = None) -> Estimate:
+    """The per-process memory of running ``stage`` with recipe ``r`` on ``processes`` processes (DDP).
+
+    ``longest``: the longest record of the data (from its index), which bounds a padded row;
+    without it every row is taken to be ``data.max_length`` tokens (the worst case).
+    """
     from ..model.model import MMModel
 
     if processes < 1:
@@ -60,8 +65,9 @@ def estimate(stage: Stage, r: DistillRecipe, student_config, teacher_config, pro
         student, teacher = MMModel(student_config), MMModel(teacher_config)
     trainable = sum(p.numel() for p in stage.trainable(student).values())
     n_student, n_teacher = (sum(p.numel() for p in m.parameters()) for m in (student, teacher))
-    tokens = t.micro_batch * r.data.max_length
-    e = Estimate(stage.name, processes, tokens, t.global_batch * r.data.max_length)
+    row = r.data.max_length if longest is None or r.data.pack else min(longest, r.data.max_length)
+    tokens = t.micro_batch * row
+    e = Estimate(stage.name, processes, tokens, t.global_batch * row)
     e.bytes["student parameters"] = 4 * n_student  # fp32 master weights
     e.bytes["teacher parameters"] = BYTES[t.precision] * n_teacher
     e.bytes["gradients"] = 4 * trainable
@@ -69,6 +75,8 @@ def estimate(stage: Stage, r: DistillRecipe, student_config, teacher_config, pro
     e.bytes["activations"] = _activations(stage, r, student_config, tokens)
     e.bytes["runtime (measured)"] = _runtime_rss()
     e.notes.append(f"{trainable:,} of {n_student:,} student parameters train; teacher {n_teacher:,} frozen")
+    e.notes.append(f"rows of {row:,} tokens: " + ("the longest record in the data index" if row != r.data.max_length
+                   else "data.max_length (the worst case; an existing data index gives the real longest record)"))
     if r.train.activation_checkpointing:
         e.notes.append("activation checkpointing: layer inputs kept, one layer's activations at a time")
     return e
@@ -166,5 +174,25 @@ def estimate_run(run_dir: str | Path, stage_number: int, recipe=None, overrides=
     teacher_config = config_from_json(read_config_json(teacher_dir / "config.json"), teacher_dir / "config.json")
     from ..io.tokenizer import load_tokenizer
 
-    load_tokenizer(source)  # part of the runtime a training process holds
-    return estimate(st, r, config, teacher_config, processes)
+    tokenizer = load_tokenizer(source)  # also part of the runtime a training process holds
+    return estimate(st, r, config, teacher_config, processes, _longest_record(run_dir, r, tokenizer, config))
+
+
+def _longest_record(run_dir: Path, r: DistillRecipe, tokenizer, config) -> int | None:
+    """The longest record of the recipe's data, when its index is already built (else None)."""
+    from ..data import IndexSettings, index_dir, open_index
+    from .data import EASYVQA_PREFIX
+
+    spec = r.data.path
+    if not spec:
+        return None
+    path = run_dir / "data" / f"easyvqa-{spec[len(EASYVQA_PREFIX):]}.jsonl" if spec.startswith(EASYVQA_PREFIX) \
+        else Path(spec)
+    if not path.exists():
+        return None
+    settings = IndexSettings(r.data.image_root, r.data.max_length, r.data.long_text, r.data.strict)
+    directory = index_dir(path, tokenizer, config, settings, Path(r.data.cache_dir or run_dir / "data"))
+    if not (directory / "stats.json").exists():
+        return None
+    lengths = open_index(directory, config)[0].lengths
+    return max(lengths) if lengths else None
