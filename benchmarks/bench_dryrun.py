@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,11 @@ def estimate(run: Path, stage: int, recipe: str, extra: list[str]) -> dict:
 
 def measured(run: Path, stage: int, recipe: str, extra: list[str]) -> dict:
     """Peak RSS of `mmmamba distill` for this stage (in a child process: RUSAGE_CHILDREN is its max)."""
-    code = ("import resource,subprocess,sys,json; "
-            f"p = subprocess.run({[MMMAMBA, 'distill', '--stage', str(stage), '-r', str(run), '--recipe', recipe, '--force', *extra]!r}, "
-            "capture_output=True, text=True); "
-            "print(json.dumps({'rc': p.returncode, 'peak': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "
-            "'err': p.stderr[-400:]}))")
+    cmd = [MMMAMBA, "distill", "--stage", str(stage), "-r", str(run), "--recipe", recipe, "--force", *extra]
+    code = ("import resource, subprocess, json; "
+            f"p = subprocess.run({cmd!r}, capture_output=True, text=True); "
+            "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024; "
+            "print(json.dumps({'rc': p.returncode, 'peak': peak, 'err': p.stderr[-400:]}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     if row["rc"]:

@@ -23,18 +23,19 @@ from pathlib import Path
 def slots(run: Path, pack: bool, steps: int) -> dict:
     """Real tokens and padded slots of the micro-batches the recipe's first ``steps`` steps see."""
     from mmmamba_cli.data import IndexSettings, collate, index_dir, open_index
+    from mmmamba_cli.data.collate import pack as pack_fn
     from mmmamba_cli.distill.data import BatchPlan
     from mmmamba_cli.distill.schema import resolve_recipe
     from mmmamba_cli.distill.stages import get_stage
     from mmmamba_cli.io.load import config_from_json, read_config_json
     from mmmamba_cli.io.tokenizer import load_tokenizer
-    from mmmamba_cli.data.collate import pack as pack_fn
 
     r = resolve_recipe(get_stage(3), "easyvqa")
     config = config_from_json(read_config_json(run / "seed" / "config.json"), run / "seed")
     tok = load_tokenizer(run / "seed")
     settings = IndexSettings(r.data.image_root, r.data.max_length, r.data.long_text, r.data.strict)
-    dataset, _ = open_index(index_dir(run / "data" / "easyvqa-train.jsonl", tok, config, settings, run / "data"), config)
+    directory = index_dir(run / "data" / "easyvqa-train.jsonl", tok, config, settings, run / "data")
+    dataset, _ = open_index(directory, config)
     plan = BatchPlan(len(dataset), r.train.global_batch, r.train.micro_batch, 1, r.train.seed)
     real = total = 0
     for step in range(steps):
