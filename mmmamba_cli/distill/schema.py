@@ -12,7 +12,8 @@ from typing import Literal, Optional
 @dataclass
 class DataSection:
     path: Optional[str] = None
-    """InternVL/VLM-SFT jsonl file, or ``easyvqa:train`` / ``easyvqa:test`` (written into the run dir)."""
+    """InternVL/VLM-SFT jsonl file, a .txt file, a directory of *.jsonl / *.txt shards, or
+    ``easyvqa:train`` / ``easyvqa:test`` (written into the run dir)."""
     image_root: Optional[str] = None
     """Folder that relative image paths start from (default: the jsonl file's folder)."""
     max_length: int = 2048
