@@ -21,7 +21,7 @@ def command(
         "--recipe", help="Recipe name in recipes/ (NAME-stageN.yaml or NAME.yaml) or a YAML path "
                          "(default: the stage's paper values).")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training data: InternVL-style jsonl, or easyvqa:train.")] = None,
+        "--data", help="Training data: InternVL-style jsonl, a .txt file, a directory of shards, or easyvqa:train.")] = None,
     image_root: Annotated[Optional[Path], typer.Option(
         "--image-root", help="Folder relative image paths start from (default: the jsonl's folder).")] = None,
     teacher: Annotated[Optional[Path], typer.Option(
