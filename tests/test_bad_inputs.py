@@ -96,7 +96,7 @@ CASES = [
     ("distill-negative-lr", "distill --stage 1 -r {w}/run optim.lr=-1", "optim.lr must be > 0"),
     ("distill-unknown-key", "distill --stage 1 -r {w}/run train.stepz=3", "train.steps"),
     ("distill-not-key-value", "distill --stage 1 -r {w}/run optim.lr", "key=value"),
-    ("distill-data-is-dir", "distill --stage 1 -r {w}/run --data {w}/data", "is a directory"),
+    ("distill-data-dir-without-data", "distill --stage 1 -r {w}/run --data {w}/data", "holds no *.jsonl or *.txt file"),
     ("distill-data-missing", "distill --stage 1 -r {w}/run --data {w}/nope.jsonl", "not found"),
     ("distill-no-previous-stage", "distill --stage 2 -r {w}/run --data {w}/task.jsonl", "stage 1"),
     # hybridize

@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 
 def test_blow_up_names_a_finite_checkpoint_and_a_lower_lr_resumes(run_and_data, monkeypatch):
-    import mmmamba_cli.distill.optim as optim
+    import mmmamba_cli.model.optim as optim
 
     run, data = run_and_data
     real = optim.wsd_factor

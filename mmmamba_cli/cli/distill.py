@@ -21,7 +21,7 @@ def command(
         "--recipe", help="Recipe name in recipes/ (NAME-stageN.yaml or NAME.yaml) or a YAML path "
                          "(default: the stage's paper values).")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training data: InternVL-style jsonl, or easyvqa:train.")] = None,
+        "--data", help="Training data: InternVL-style jsonl, a .txt file, a directory of shards, or easyvqa:train.")] = None,
     image_root: Annotated[Optional[Path], typer.Option(
         "--image-root", help="Folder relative image paths start from (default: the jsonl's folder).")] = None,
     teacher: Annotated[Optional[Path], typer.Option(
@@ -32,6 +32,10 @@ def command(
         "--strict/--no-strict", help="Stop at the first unreadable record instead of skipping it.")] = None,
     force: Force = False,
     trust_remote_code: TrustRemoteCode = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print memory per process and tokens per step for each stage, then stop.")] = False,
+    processes: Annotated[int, typer.Option(
+        "--processes", help="With --dry-run: the number of training processes to plan for.")] = 1,
 ) -> None:
     """Distil a seeded student in 3 stages: layer-wise MSE (1, 2), then end-to-end KL (3)."""
     from ..distill import run_stages
@@ -41,6 +45,16 @@ def command(
     if stage not in STAGE_CHOICES:
         raise UserError(f"--stage {stage!r}: choose one of {', '.join(STAGE_CHOICES)}")
     stages = (1, 2, 3) if stage == "all" else (int(stage),)
+    if dry_run:
+        from ..distill.estimate import estimate_run
+        from ..distill.run_dir import cli_overrides
+
+        extra = cli_overrides(data, image_root, strict, overrides)
+        with allow_remote_code(trust_remote_code):  # the estimate reads the data with the model's tokenizer
+            for n in stages:
+                for line in estimate_run(run_dir, n, recipe, extra, processes, teacher).lines():
+                    console.print(line, highlight=False)
+        return
     with step_progress() as progress, allow_remote_code(trust_remote_code):
         try:
             outs = run_stages(run_dir, stages, recipe, overrides, data=data, image_root=image_root, strict=strict,

@@ -136,31 +136,47 @@ def _place_images(turns: list[tuple[str, str]], n_images: int) -> list[tuple[str
     return turns
 
 
-def _encode(tokenizer, system: str, turns, tiles_per_image, tokens_per_tile) -> dict[str, list[int]]:
-    turns = _place_images(turns, len(tiles_per_image))
-    blocks = iter([_image_block(tokenizer, k * tokens_per_tile) for k in tiles_per_image])
-    ids, labels = [], []
+def conversation_parts(conversations: list[dict], n_images: int,
+                       system_prompt: str = "") -> list[tuple[str | int, bool]]:
+    """The template as a plan: ``[(text to tokenize | image number, supervised?), ...]``.
 
-    def add(part: str | list[int], train: bool = False) -> None:
-        part = _tokens(tokenizer, part) if isinstance(part, str) else part
-        ids.extend(part)
-        labels.extend(part if train else [IGNORE_INDEX] * len(part))
+    Text parts are tokenized one by one with ``add_special_tokens=False`` (a BOS, when the
+    tokenizer adds one, comes before them); image ``k`` becomes its ``<img>`` ... ``</img>`` block.
+    Raises ``RecordError`` like ``encode_conversation``.
+    """
+    system, turns = _turns(conversations, system_prompt)
+    if not any(role == "assistant" for role, _ in turns):
+        raise RecordError("conversation has no assistant ('gpt') turn to supervise")
+    return _parts(system, turns, n_images)
 
-    add(_bos(tokenizer))
+
+def _parts(system: str, turns, n_images: int) -> list[tuple[str | int, bool]]:
+    turns = _place_images(turns, n_images)
+    parts: list[tuple[str | int, bool]] = []
     if system:
-        add(f"{IM_START}system\n{system}{IM_END}")
+        parts.append((f"{IM_START}system\n{system}{IM_END}", False))
+    image = 0
     for role, text in turns:
         if role == "assistant":
-            add(f"{IM_START}assistant\n")
-            add(text + IM_END, train=True)
+            parts += [(f"{IM_START}assistant\n", False), (text + IM_END, True)]
             continue
         pieces = text.split(IMAGE_PLACEHOLDER)  # n placeholders -> n + 1 text pieces
         pieces[0] = f"{IM_START}user\n{pieces[0]}"
         pieces[-1] += IM_END
-        add(pieces[0])
+        parts.append((pieces[0], False))
         for piece in pieces[1:]:
-            add(next(blocks))
-            add(piece)
+            parts += [(image, False), (piece, False)]
+            image += 1
+    return parts
+
+
+def _encode(tokenizer, system: str, turns, tiles_per_image, tokens_per_tile) -> dict[str, list[int]]:
+    ids, labels = list(_bos(tokenizer)), [IGNORE_INDEX] * len(_bos(tokenizer))
+    for part, train in _parts(system, turns, len(tiles_per_image)):
+        part = _tokens(tokenizer, part) if isinstance(part, str) else \
+            _image_block(tokenizer, tiles_per_image[part] * tokens_per_tile)
+        ids.extend(part)
+        labels.extend(part if train else [IGNORE_INDEX] * len(part))
     return {"input_ids": ids, "labels": labels}
 
 
@@ -177,10 +193,10 @@ def _special_id(tokenizer, token: str) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _bos(tokenizer) -> list[int]:
+def _bos(tokenizer) -> tuple[int, ...]:
     """``[bos]`` when the tokenizer itself starts encodings with BOS (InternLM2, Llama), else []."""
     bos = tokenizer.bos_token_id
-    return [bos] if bos is not None and tokenizer.encode("a")[:1] == [bos] else []
+    return (bos,) if bos is not None and tokenizer.encode("a")[:1] == [bos] else ()
 
 
 def _tokens(tokenizer, text: str) -> list[int]:

@@ -8,11 +8,13 @@ the batches an uninterrupted one would, and the global batch is the same for any
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import torch
 
-from ..data import RecordError, collate, load_sft_dataset, write_easyvqa_jsonl
+from ..data import (IndexSettings, RecordError, build_index, collate, index_dir, open_index, pack,
+                    write_easyvqa_jsonl)
 from ..errors import UserError
 from .schema import DataSection
 
@@ -20,8 +22,8 @@ EASYVQA_PREFIX = "easyvqa:"
 
 
 def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) -> Path:
-    """The jsonl file of ``spec``; ``easyvqa:SPLIT`` (or ``easyvqa:SPLIT:N``, N questions evenly spaced
-    over the split) is written once into ``data_dir``."""
+    """The data file or directory of ``spec``; ``easyvqa:SPLIT`` (or ``easyvqa:SPLIT:N``, N questions
+    evenly spaced over the split) is written once into ``data_dir``."""
     if not spec:
         raise UserError("no training data: pass --data FILE.jsonl or --data easyvqa:train, or a recipe that "
                         "sets data.path (e.g. --recipe easyvqa)")
@@ -36,23 +38,40 @@ def resolve_data_path(spec: str | None, data_dir: Path, is_main: bool = True) ->
             write_easyvqa_jsonl(split, path, int(count) if count else None)
         return path
     path = Path(spec)
-    if path.is_dir():
-        raise UserError(f"data {path} is a directory; give the .jsonl file inside it")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"data file {path} not found")
     return path
 
 
-def load_dataset(path: Path, data: DataSection, tokenizer, config, log=None):
-    """(SFTDataset, LoadStats); unreadable records are skipped and counted, or stop the run under strict."""
+def load_dataset(path: Path, data: DataSection, tokenizer, config, cache_dir: Path, accelerator=None, log=None):
+    """(SFTDataset, LoadStats) from the data index in ``cache_dir``: the main process builds it unless
+    it is there, the others wait and open it. Unreadable records are skipped and counted, or stop the
+    run under strict."""
+    settings = IndexSettings(data.image_root, data.max_length, data.long_text, data.strict)
+    main = accelerator is None or accelerator.is_main_process
+    t0 = time.perf_counter()
     try:
-        dataset, stats = load_sft_dataset(path, tokenizer, config, data.image_root, data.max_length, data.strict)
+        failure = None
+        if main:
+            try:
+                build_index(path, tokenizer, config, settings, cache_dir, data.num_proc, log)
+            except (RecordError, ValueError) as e:  # let the others pass the barrier, then stop
+                failure = e
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        if failure is not None:
+            raise failure
+        directory = index_dir(path, tokenizer, config, settings, cache_dir)
+        if not (directory / "stats.json").exists():
+            raise UserError(f"{path}: the main process did not build the data index {directory}")
+        dataset, stats = open_index(directory, config)
     except RecordError as e:
         raise UserError(f"{path}: {e} (--strict)") from None
     except ValueError as e:  # e.g. tokenizer and model disagree on <IMG_CONTEXT>
         raise UserError(f"{path}: {e}") from None
     if log is not None:
-        log(stats.summary() + ("; " + "; ".join(stats.messages) if stats.messages else ""))
+        log(f"{stats.summary()} ({stats.tokens} tokens; index {directory.name} ready in "
+            f"{time.perf_counter() - t0:.1f} s)" + ("; " + "; ".join(stats.messages) if stats.messages else ""))
     if not len(dataset):
         raise UserError(f"{path}: no usable record ({stats.summary()})")
     return dataset, stats
@@ -99,7 +118,11 @@ class PlanSampler(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.plan.accum
 
 
-def make_loader(dataset, plan: BatchPlan, start: int, stop: int, rank: int, pad_token_id: int, num_workers: int):
+def make_loader(dataset, plan: BatchPlan, start: int, stop: int, rank: int, pad_token_id: int, num_workers: int,
+                pack_length: int | None = None):
+    """This process's micro-batches; ``pack_length``: each micro-batch's records packed into rows of
+    up to that many tokens (``data.pack``), which changes the padding, not the records or the losses."""
+    fn = functools.partial(collate, pad_token_id=pad_token_id, padding_side="right") if pack_length is None \
+        else functools.partial(pack, pad_token_id=pad_token_id, max_length=pack_length)
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=PlanSampler(plan, start, stop, rank), num_workers=num_workers,
-        collate_fn=functools.partial(collate, pad_token_id=pad_token_id, padding_side="right"))
+        dataset, batch_sampler=PlanSampler(plan, start, stop, rank), num_workers=num_workers, collate_fn=fn)

@@ -27,6 +27,7 @@ class Trace:
     ropes: dict
     key_mask: torch.Tensor | None
     valid: torch.Tensor | None
+    seq_idx: torch.Tensor | None = None  # packed rows
 
 
 @torch.no_grad()
@@ -34,15 +35,16 @@ def teacher_trace(teacher: nn.Module, batch: dict, layers: list[int]) -> Trace:
     """Run the teacher up to the last layer in ``layers``, keeping each such layer's input and target."""
     ids = batch["input_ids"]
     h = teacher.embed(ids, batch.get("pixel_values"))  # (b, l, C)
-    ropes, key_mask, valid = teacher.prepare(ids, batch.get("attention_mask"))
+    seq_idx = batch.get("seq_idx")
+    ropes, key_mask, valid = teacher.prepare(ids, batch.get("attention_mask"), None, seq_idx)
     inputs, targets, wanted = {}, {}, set(layers)
     for i, layer in enumerate(teacher.layers[: max(layers) + 1]):
-        y = layer.mix(h, teacher.rope_for(ropes, i), key_mask, valid, None)  # (b, l, h*d)
+        y = layer.mix(h, teacher.rope_for(ropes, i), key_mask, valid, None, seq_idx)  # (b, l, h*d)
         if i in wanted:
             inputs[i], targets[i] = h, y
         h = h + layer.mixer_out(y)  # the teacher's output flows on
         h = h + layer.mlp(layer.ffn_norm(h))
-    return Trace(inputs, targets, ropes, key_mask, valid)
+    return Trace(inputs, targets, ropes, key_mask, valid, seq_idx)
 
 
 class LayerwiseStudent(nn.Module):
@@ -59,7 +61,7 @@ class LayerwiseStudent(nn.Module):
         sums = {}
         for i in self.mamba_layers:
             rope = self.student.rope_for(trace.ropes, i)
-            y = self.student.layers[i].mix(trace.inputs[i], rope, trace.key_mask, trace.valid, None)
+            y = self.student.layers[i].mix(trace.inputs[i], rope, trace.key_mask, trace.valid, None, trace.seq_idx)
             sums[i] = mse_sum(y, trace.targets[i], mask)
         out = {"mse": torch.stack(list(sums.values())).mean()}
         out.update({f"mse.layer{i}": s.detach() for i, s in sums.items()})

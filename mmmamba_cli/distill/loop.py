@@ -24,6 +24,7 @@ from ..data import RecordError
 from ..errors import UserError
 from ..model.optim import make_optimizer, wsd_scheduler
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpointing import checkpoint_layers
 from .data import BatchPlan, make_loader
 from .guard import DivergenceGuard, NonFiniteLoss  # noqa: F401 - NonFiniteLoss is part of this module's API
 from .losses import nonpad_mask
@@ -83,7 +84,8 @@ def train(job: TrainJob, accelerator, resume: bool = False,
     plan = BatchPlan(len(job.dataset), r.train.global_batch, r.train.micro_batch, world, r.train.seed)
     metrics = Path(job.work) / METRICS
     start = _resume(job, params, optimizer, scheduler, rank, metrics, accelerator, log) if resume else 0
-    batches = iter(make_loader(job.dataset, plan, start, r.train.steps, rank, job.pad_token_id, r.data.num_workers))
+    batches = iter(make_loader(job.dataset, plan, start, r.train.steps, rank, job.pad_token_id, r.data.num_workers,
+                               r.data.max_length if r.data.pack else None))
     weights = OBJECTIVES[stage.objective].weights(r.loss)
     guard = DivergenceGuard(stage.name, job.work, r.train.divergence_factor, accelerator.is_main_process)
     t0, tokens_seen, last = time.perf_counter(), 0.0, {}
@@ -128,6 +130,8 @@ def _setup(job: TrainJob, accelerator):
     for p in params.values():
         p.requires_grad_(True)
     job.teacher.requires_grad_(False).eval().to(accelerator.device)
+    if r.train.activation_checkpointing:
+        checkpoint_layers(job.student, OBJECTIVES[stage.objective].layer_call)
     module = OBJECTIVES[stage.objective].student(job.student, r.loss)
     optimizer = make_optimizer(params, r.optim)
     scheduler = wsd_scheduler(optimizer, r.train.steps, r.optim)  # stepped by hand: once per update

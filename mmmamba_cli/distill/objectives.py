@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .layerwise import LayerwiseStudent, teacher_trace
-from .losses import ce_sum, kl_sum, label_mask, nonpad_mask
+from ..ops.divergence import head_ce_sum, head_kl_sum
+from .losses import label_mask, nonpad_mask
 from .schema import LossSection
 
 
@@ -25,20 +26,30 @@ class Objective:
     masks: Callable[[dict, LossSection], dict[str, torch.Tensor]]
     """(batch, loss settings) -> {mask name: (b, l) bool}; its count normalises the terms."""
     weights: Callable[[LossSection], dict[str, float]]
+    layer_call: str = "forward"
+    """The layer method the student side calls (what activation checkpointing wraps)."""
 
 
 class KLStudent(nn.Module):
-    """forward(batch, teacher_logits) -> {"kl": sum of KL over kl tokens, "ce": sum of CE over labels}."""
+    """forward(batch, teacher side) -> {"kl": sum of KL over kl tokens, "ce": sum of CE over labels}.
+
+    Both losses are computed from the final hidden states and the output heads in token chunks
+    (``ops.divergence``): no (tokens x vocabulary) tensor is held, in the forward or the backward.
+    """
 
     def __init__(self, student: nn.Module, loss: LossSection):
         super().__init__()
         self.student, self.loss = student, loss
 
-    def forward(self, batch: dict, teacher_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.student(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"))
-        out = {"kl": kl_sum(logits, teacher_logits, kl_mask(batch, self.loss), self.loss.temperature)}
+    def forward(self, batch: dict, teacher: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = self.student(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"),
+                         seq_idx=batch.get("seq_idx"), head=False)  # (b, l, C)
+        head, (h_t, head_t) = self.student.lm_head.weight, teacher
+        out = {"kl": head_kl_sum(h, head, h_t, head_t, kl_mask(batch, self.loss), self.loss.temperature)}
         if batch.get("labels") is not None:
-            ce = ce_sum(logits, batch["labels"])
+            targets = torch.zeros_like(batch["labels"])
+            targets[:, :-1] = batch["labels"][:, 1:].clamp(min=0)  # position t predicts token t + 1
+            ce = head_ce_sum(h, head, targets, label_mask(batch))
             out["ce"] = ce if self.loss.ce_weight else ce.detach()
         return out
 
@@ -48,8 +59,11 @@ def kl_mask(batch: dict, loss: LossSection) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, batch: dict, student: nn.Module) -> torch.Tensor:
-    return teacher(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"))
+def teacher_hidden(teacher: nn.Module, batch: dict, student: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's final hidden states (b, l, C) and its output head (V, C)."""
+    h = teacher(batch["input_ids"], batch.get("pixel_values"), batch.get("attention_mask"),
+                seq_idx=batch.get("seq_idx"), head=False)
+    return h, teacher.lm_head.weight
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -58,10 +72,11 @@ OBJECTIVES: dict[str, Objective] = {
         targets=lambda teacher, batch, student: teacher_trace(teacher, batch, student.config.mamba_layers),
         masks=lambda batch, loss: {"mse": nonpad_mask(batch)},
         weights=lambda loss: {"mse": loss.mse_factor},
+        layer_call="mix",
     ),
     "kl": Objective(
         student=KLStudent,
-        targets=teacher_logits,
+        targets=teacher_hidden,
         masks=lambda batch, loss: {"kl": kl_mask(batch, loss), "ce": label_mask(batch) & nonpad_mask(batch)},
         weights=lambda loss: {"kl": 1.0, "ce": loss.ce_weight},
     ),

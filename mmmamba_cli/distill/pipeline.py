@@ -34,7 +34,7 @@ from .stages import Stage, get_stage
 
 # recipe keys that may change when resuming (they do not change the numbers)
 RESUME_FREE = {"train.save_every", "train.keep_checkpoints", "train.threads", "data.num_workers", "data.strict",
-               "data.image_root"}
+               "data.image_root", "data.num_proc", "data.cache_dir"}
 
 
 def work_dir_for(out: Path) -> Path:
@@ -63,9 +63,12 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
         torch.set_num_threads(r.train.threads)
     accelerator = make_accelerator(r.train)
     main = accelerator.is_main_process
-    data_path = resolve_data_path(r.data.path, Path(data_dir) if data_dir else out.parent / "data", main)
+    data_dir = Path(data_dir) if data_dir else out.parent / "data"
+    data_path = resolve_data_path(r.data.path, data_dir, main)
     accelerator.wait_for_everyone()
-    dataset, stats = load_dataset(data_path, r.data, load_tokenizer(Path(student)), config, log if main else None)
+    dataset, stats = load_dataset(data_path, r.data, load_tokenizer(Path(student)), config,
+                                  Path(r.data.cache_dir) if r.data.cache_dir else data_dir, accelerator,
+                                  log if main else None)
     student_model, student_dtype = _load_student(Path(student))
     teacher_model = _load_teacher(teacher_path, student_model, r)
     resolved = {"command": "distill", "stage": stage.number, "student": str(Path(student).resolve()),

@@ -16,15 +16,25 @@ from ..recipe import build, load_recipe, merge, parse_overrides, to_dict
 @dataclass
 class DataSection:
     path: Optional[str] = None
-    """InternVL/VLM-SFT jsonl file, or ``easyvqa:train`` / ``easyvqa:test`` (written into the run dir)."""
+    """InternVL/VLM-SFT jsonl file, a .txt file, a directory of *.jsonl / *.txt shards, or
+    ``easyvqa:train`` / ``easyvqa:test`` (written into the run dir)."""
     image_root: Optional[str] = None
     """Folder that relative image paths start from (default: the jsonl file's folder)."""
     max_length: int = 2048
-    """Records longer than this many tokens are skipped and counted."""
+    """Records longer than this many tokens are skipped and counted (plain text: see long_text)."""
+    long_text: Literal["split", "drop"] = "split"
+    """Plain-text records over max_length: cut into max_length windows, or skipped and counted."""
     strict: bool = False
     """Stop at the first unreadable record (bad JSON, missing or undecodable image) with its line number."""
     num_workers: int = 0
     """DataLoader worker processes (image decoding)."""
+    num_proc: int = 0
+    """Processes that build the data index (0: every CPU; small files use one)."""
+    cache_dir: Optional[str] = None
+    """Folder of the data index (default: the run directory's data/ folder); reused while the data,
+    tokenizer, template and max_length are unchanged."""
+    pack: bool = False
+    """Pack several records into each row of up to max_length tokens (state reset at each boundary)."""
 
 
 @dataclass
@@ -49,6 +59,9 @@ class TrainSection:
     """Most recent checkpoints kept while the stage runs; all are removed once the stage finishes."""
     divergence_factor: float = 10.0
     """Stop when the loss exceeds this many times the median of the recent losses (0: only inf/nan stop)."""
+    activation_checkpointing: bool = False
+    """Recompute each student layer's activations in the backward instead of keeping them (less memory,
+    about one more forward of time)."""
 
 
 @dataclass
@@ -92,8 +105,9 @@ class DistillRecipe:
             e.append(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         e += [f"{k} must be >= 0, got {v}" for k, v in {
             "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.save_every": t.save_every,
-            "data.num_workers": self.data.num_workers, "loss.ce_weight": self.loss.ce_weight,
-            "train.threads": t.threads, "train.divergence_factor": t.divergence_factor,
+            "data.num_workers": self.data.num_workers, "data.num_proc": self.data.num_proc,
+            "loss.ce_weight": self.loss.ce_weight, "train.threads": t.threads,
+            "train.divergence_factor": t.divergence_factor,
             "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
         if t.keep_checkpoints < 1:
             e.append(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")

@@ -27,13 +27,14 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(hidden, hkv * d, bias=bias)
         self.o_proj = nn.Linear(h * d, hidden, bias=shape.out_bias)
 
-    def forward(self, u, cos, sin, key_mask=None, state: KVState | None = None) -> torch.Tensor:
-        return self.o_proj(self.core(u, cos, sin, key_mask, state))
+    def forward(self, u, cos, sin, key_mask=None, state: KVState | None = None, seq_idx=None) -> torch.Tensor:
+        return self.o_proj(self.core(u, cos, sin, key_mask, state, seq_idx))
 
-    def core(self, u, cos, sin, key_mask=None, state: KVState | None = None) -> torch.Tensor:
+    def core(self, u, cos, sin, key_mask=None, state: KVState | None = None, seq_idx=None) -> torch.Tensor:
         """Per-head attention output before o_proj: (b, l, h*d).
 
-        key_mask (b, kv_len) bool marks real keys (None: all real).
+        key_mask (b, kv_len) bool marks real keys (None: all real). seq_idx (b, l) numbers packed
+        sequences: a query sees only keys of its own sequence (block-diagonal causal mask).
         """
         b, l, _ = u.shape
         s = self.shape
@@ -44,16 +45,19 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, heads, l, d)
         if state is not None:
             k, v = state.append(k, v)  # (b, hkv, kv_len, d)
-        y = attend(q, k, v, key_mask, s.groups, self.impl)  # (b, h, l, d)
+        y = attend(q, k, v, key_mask, s.groups, self.impl, seq_idx)  # (b, h, l, d)
         return y.transpose(1, 2).reshape(b, l, s.num_heads * s.head_dim)
 
 
-def _mask(q_len: int, kv_len: int, key_mask, device) -> torch.Tensor | None:
+def _mask(q_len: int, kv_len: int, key_mask, device, seq_idx=None) -> torch.Tensor | None:
     """Boolean (b|1, 1, q_len, kv_len) mask, True = attend; queries are the last q_len positions."""
     causal = None
     if q_len > 1:
         qi = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
         causal = (torch.arange(kv_len, device=device)[None, :] <= qi)[None, None]  # (1, 1, q, kv)
+    if seq_idx is not None:  # packed: block-diagonal (q_len == kv_len, no cache)
+        same = seq_idx[:, None, :, None] == seq_idx[:, None, None, :]  # (b, 1, q, kv)
+        causal = same if causal is None else causal & same
     if key_mask is None:
         return causal
     km = key_mask[:, None, None, :]  # (b, 1, 1, kv)
@@ -64,19 +68,21 @@ def _mask(q_len: int, kv_len: int, key_mask, device) -> torch.Tensor | None:
     return m | eye
 
 
-def attend(q, k, v, key_mask, groups: int, impl: str = "sdpa") -> torch.Tensor:
+def attend(q, k, v, key_mask, groups: int, impl: str = "sdpa", seq_idx=None) -> torch.Tensor:
     """q (b, h, lq, d); k, v (b, hkv, lk, d) -> (b, h, lq, d)."""
     lq, lk = q.shape[2], k.shape[2]
+    if seq_idx is not None and lq != lk:
+        raise ValueError("seq_idx (packed sequences) needs a full forward, not a cached one")
     if impl == "eager":
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (b, h, lq, lk)
-        m = _mask(lq, lk, key_mask, q.device)
+        m = _mask(lq, lk, key_mask, q.device, seq_idx)
         if m is not None:
             scores = scores.masked_fill(~m, float("-inf"))
         return scores.softmax(-1).to(v.dtype) @ v
-    if key_mask is None and lq == lk:
+    if key_mask is None and lq == lk and seq_idx is None:
         return _sdpa(q, k, v, None, groups, causal=True)
-    return _sdpa(q, k, v, _mask(lq, lk, key_mask, q.device), groups, causal=False)
+    return _sdpa(q, k, v, _mask(lq, lk, key_mask, q.device, seq_idx), groups, causal=False)
 
 
 def _sdpa(q, k, v, mask, groups, causal):

@@ -58,15 +58,17 @@ class Mamba2(nn.Module):
         self.norm.weight.fill_(1.0)
 
     def forward(self, u, cos=None, sin=None, key_mask=None, state: SSMState | None = None,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out_proj(self.core(u, valid=valid, state=state))
+                valid: torch.Tensor | None = None, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out_proj(self.core(u, valid=valid, state=state, seq_idx=seq_idx))
 
     def core(self, u: torch.Tensor, valid: torch.Tensor | None = None,
-             state: SSMState | None = None) -> torch.Tensor:
+             state: SSMState | None = None, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Per-head output after the gate, before out_proj: (b, l, h*d).
 
         valid (b, l) bool marks real tokens: pads get zero conv input and dt = 0, so they
         never touch the conv or SSM state. With ``state`` the final states are written back.
+        seq_idx (b, l) numbers packed sequences: neither the conv nor the SSM state crosses
+        from one to the next (no ``state`` then).
         """
         b, l, _ = u.shape
         h, hkv, d = self.shape.num_heads, self.shape.num_kv_heads, self.shape.head_dim
@@ -75,7 +77,7 @@ class Mamba2(nn.Module):
         if valid is not None:
             xBC = xBC * valid[..., None].to(xBC.dtype)
         # 2. causal depthwise conv + SiLU
-        xBC = F.silu(self._conv(xBC, state))
+        xBC = F.silu(self._conv(xBC, state) if seq_idx is None else self._conv_packed(xBC, seq_idx))
         x, B, C = torch.split(xBC, [hkv * d, hkv * d, h * d], dim=-1)
         # 3. share each KV head's x and B with its G query heads
         g = h // hkv
@@ -92,7 +94,8 @@ class Mamba2(nn.Module):
             y = ssd_update(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], impl=impl)[:, None]
         else:
             init = state.ssm if state is not None else None
-            y, final = ssd_scan(x, dt, A, B, C, self.settings.chunk_size, initial_state=init, impl=impl)
+            y, final = ssd_scan(x, dt, A, B, C, self.settings.chunk_size, initial_state=init, impl=impl,
+                                seq_idx=seq_idx)
             if state is not None:
                 state.ssm.copy_(final)
         # 5. per-head norm, SiLU gate
@@ -110,3 +113,16 @@ class Mamba2(nn.Module):
         else:
             out = self.conv1d(xt)[..., : xt.shape[-1]]
         return out.transpose(1, 2)
+
+    def _conv_packed(self, xBC: torch.Tensor, seq_idx: torch.Tensor) -> torch.Tensor:
+        """The causal conv with taps that would reach into the previous sequence dropped.
+
+        out_t = bias + sum_j w_j x_{t-j} [seq_idx_{t-j} == seq_idx_t], j = 0 .. d_conv-1.
+        """
+        w = self.conv1d.weight[:, 0]  # (ch, k); tap k-1 is the current token
+        k, l = w.shape[1], xBC.shape[1]
+        out = xBC * w[:, -1] + self.conv1d.bias
+        for j in range(1, min(k, l)):
+            same = (seq_idx[:, j:] == seq_idx[:, :-j])[..., None].to(xBC.dtype)  # (b, l-j, 1)
+            out = out + F.pad(xBC[:, :-j] * w[:, k - 1 - j] * same, (0, 0, j, 0))  # shifted j steps later
+        return out

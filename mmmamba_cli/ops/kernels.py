@@ -10,6 +10,7 @@ import functools
 import warnings
 from types import SimpleNamespace
 
+import torch
 from torch import Tensor
 
 from .ssd_ref import ssd_chunked, ssd_step
@@ -64,16 +65,19 @@ def _use_kernel(impl: str, x: Tensor) -> bool:
 
 
 def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-             initial_state: Tensor | None = None, impl: str = "auto") -> tuple[Tensor, Tensor]:
+             initial_state: Tensor | None = None, impl: str = "auto",
+             seq_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Prefill scan. x (b, l, h, p), dt (b, l, h) > 0, A (h,), B, C (b, l, h, n),
-    initial_state (b, h, p, n) -> y (b, l, h, p) in x's dtype, final state (b, h, p, n) fp32."""
+    initial_state (b, h, p, n) -> y (b, l, h, p) in x's dtype, final state (b, h, p, n) fp32.
+    seq_idx (b, l) non-decreasing: packed sequences, the state resets where it changes."""
     if not _use_kernel(impl, x):
         # a short prefill needs no chunk longer than itself: padding it to a full chunk is wasted work
         chunk = min(chunk_size, max(16, -(-x.shape[1] // 16) * 16))
-        return ssd_chunked(x, dt, A, B, C, chunk_size=chunk, initial_state=initial_state)
+        return ssd_chunked(x, dt, A, B, C, chunk_size=chunk, initial_state=initial_state, seq_idx=seq_idx)
     init = initial_state.float() if initial_state is not None else None
+    extra = {} if seq_idx is None else {"seq_idx": seq_idx.to(torch.int32).contiguous()}
     y, final = _load_kernels()[0].chunk_scan(x, dt, A.float(), B, C, chunk_size, initial_states=init,
-                                             return_final_states=True)
+                                             return_final_states=True, **extra)
     return y, final
 
 

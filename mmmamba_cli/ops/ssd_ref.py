@@ -9,6 +9,10 @@ decay A < 0, key B_t (n,), query C_t (n,) and state S (p, n); no D term:
 Shapes (mamba conventions, ngroups == nheads): x (b, l, h, p), dt (b, l, h), A (h,),
 B and C (b, l, h, n), state (b, h, p, n). Everything is computed in fp32 (fp64 if an input
 is fp64); y comes back in x's dtype, states in the compute dtype.
+
+Packed rows: ``seq_idx`` (b, l), non-decreasing along time, numbers the sequences of a row; the
+state is reset where it changes (the decay into a new sequence is zero), as mamba-ssm's
+``seq_idx`` does. An initial state belongs to the row's first sequence.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
 
 
 def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-              initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+              initial_state: Tensor | None = None, seq_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Sequential scan, one state update per token: the ground truth. Returns (y, final_state)."""
     b, l, h, p = x.shape
     ct = _compute_dtype(x, dt, A, B, C, initial_state)
@@ -54,6 +58,10 @@ def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
         return x.new_zeros(b, 0, h, p), S
     dt = dt.to(ct)
     decay = torch.exp(dt * A.to(ct))[..., None, None]  # (b, l, h, 1, 1)
+    if seq_idx is not None:  # no carry-over into a new sequence
+        same = torch.ones_like(seq_idx, dtype=torch.bool)
+        same[:, 1:] = seq_idx[:, 1:] == seq_idx[:, :-1]
+        decay = decay * same[:, :, None, None, None]
     dBx = (dt[..., None] * x.to(ct))[..., :, None] * B.to(ct)[..., None, :]  # (b, l, h, p, n)
     states = []
     for decay_t, dBx_t in zip(decay.unbind(1), dBx.unbind(1)):  # unbind: one backward for all t
@@ -118,7 +126,7 @@ def _segment_tokens(x: Tensor, chunk_size: int, d: int) -> int:
 
 
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int = 64,
-                initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                initial_state: Tensor | None = None, seq_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Chunked SSD: quadratic inside chunks of ``chunk_size`` tokens, recurrent across them.
 
     Any length (the tail is padded with dt = 0), any device, differentiable in every input.
@@ -131,20 +139,26 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     if l == 0:
         return x.new_zeros(b, 0, h, p), state
     seg = _segment_tokens(x, chunk_size, max(p, n))
-    ys = []
-    for x_s, dt_s, B_s, C_s in zip(*(t.split(seg, dim=1) for t in (x, dt, B, C))):
+    ys, prev = [], None if seq_idx is None else seq_idx[:, :1]  # (b, 1): the sequence the state belongs to
+    idx = [None] * -(-l // seg) if seq_idx is None else seq_idx.split(seg, dim=1)
+    for x_s, dt_s, B_s, C_s, i_s in zip(*(t.split(seg, dim=1) for t in (x, dt, B, C)), idx):
         y_s, state = _ssd_segment(x_s.to(ct), dt_s.to(ct), A.to(ct), B_s.to(ct), C_s.to(ct),
-                                  chunk_size, state)
+                                  chunk_size, state, None if i_s is None else (prev, i_s))
+        prev = None if i_s is None else i_s[:, -1:]
         ys.append(y_s.to(x.dtype))
     return (ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)), state
 
 
 def _ssd_segment(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-                 S0: Tensor) -> tuple[Tensor, Tensor]:
-    """``ssd_chunked`` on one segment, inputs already in the compute dtype, state S0 given."""
+                 S0: Tensor, seqs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """``ssd_chunked`` on one segment, inputs already in the compute dtype, state S0 given.
+
+    ``seqs``: (sequence of S0 (b, 1), seq_idx of these tokens (b, l)) for packed rows.
+    """
     b, l, h, p = x.shape
     Q = chunk_size
     pad = (-l) % Q
+    keep = _carry_masks(seqs, pad, Q) if seqs is not None else None
     # 1. head-major chunks; values pre-scaled by dt, per-step log-decay a = dt * A
     xdt = _to_chunks(x * dt[..., None], pad, Q)  # (b, h, c, Q, p)
     Bc = _to_chunks(B, pad, Q)  # (b, h, c, Q, n)
@@ -154,15 +168,37 @@ def _ssd_segment(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_s
     # 2. diagonal blocks: y_l += sum_{s<=l} (C_l . B_s) exp(a_cum_l - a_cum_s) dt_s x_s
     segsum = a_cum[..., :, None] - a_cum[..., None, :]  # (b, h, c, Q, Q)
     causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
-    decay = segsum.masked_fill_(~causal, -torch.inf).exp_()  # (b, h, c, Q, Q), 0 above the diagonal
+    allowed = causal if keep is None else causal & keep["pair"]  # packed: same sequence only
+    decay = segsum.masked_fill_(~allowed, -torch.inf).exp_()  # (b, h, c, Q, Q), 0 above the diagonal
     y = torch.matmul(torch.matmul(Cc, Bc.transpose(-1, -2)) * decay, xdt)  # (b, h, c, Q, p)
     # 3. state each chunk leaves behind from its own tokens: sum_s exp(a_cum_Q - a_cum_s) dt_s x_s B_s^T
     to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, h, c, Q)
+    chunk_decay = torch.exp(a_cum[..., -1])  # (b, h, c)
+    from_start = torch.exp(a_cum)  # (b, h, c, Q)
+    if keep is not None:  # a token reaches the chunk's end / a state reaches a token only within a sequence
+        to_end, chunk_decay = to_end * keep["end"], chunk_decay * keep["through"]
+        from_start = from_start * keep["start"]
     s = torch.matmul(xdt.transpose(-1, -2), Bc * to_end[..., None])  # (b, h, c, p, n)
     # 4. pass states across chunks
-    S_in, S_c = _StatePassing.apply(s, torch.exp(a_cum[..., -1]), S0)  # (b, h, c, p, n), (b, h, p, n)
+    S_in, S_c = _StatePassing.apply(s, chunk_decay, S0)  # (b, h, c, p, n), (b, h, p, n)
     # 5. off-diagonal blocks: y_l += exp(a_cum_l) S_in C_l
-    C_decayed = Cc * torch.exp(a_cum)[..., None]  # (b, h, c, Q, n)
+    C_decayed = Cc * from_start[..., None]  # (b, h, c, Q, n)
     y += torch.matmul(C_decayed, S_in.transpose(-1, -2))  # (b, h, c, Q, p)
     y = y.view(b, h, -1, p)[:, :, :l].transpose(1, 2)  # (b, h, c*Q, p) -> (b, l, h, p)
     return y.contiguous(), S_c
+
+
+def _carry_masks(seqs: tuple[Tensor, Tensor], pad: int, Q: int) -> dict[str, Tensor]:
+    """Packed rows: which contributions stay inside one sequence, per chunk (broadcast over heads).
+
+    pair (b, 1, c, Q, Q): token s reaches token l; end (b, 1, c, Q): token s reaches the chunk's
+    last position; start (b, 1, c, Q): the state entering the chunk reaches token l; through
+    (b, 1, c): it reaches the chunk's end. The tail padding continues the last sequence.
+    """
+    prev, idx = seqs  # (b, 1), (b, l)
+    idx = torch.cat([idx, idx[:, -1:].expand(-1, pad)], dim=1) if pad else idx
+    chunks = idx.view(idx.shape[0], 1, -1, Q)  # (b, 1, c, Q)
+    before = torch.cat([prev, idx[:, Q - 1:-1:Q]], dim=1)[:, None]  # (b, 1, c): sequence of the entering state
+    last = chunks[..., -1]  # (b, 1, c)
+    return {"pair": chunks[..., :, None] == chunks[..., None, :], "end": chunks == last[..., None],
+            "start": chunks == before[..., None], "through": last == before}
