@@ -150,11 +150,9 @@ def _paper(pc: dict | None) -> list[str]:
 def _fixed(rows: list[dict]) -> list[str]:
     if not rows:
         return []
-    head = ["model", "prompt tokens", "new tokens", "total s", "tok/s", "paper tok/s", "generate() s",
-            "generate() tok/s"]
+    head = ["model", "prompt tokens", "new tokens", "generate() total s", "tok/s", "paper tok/s"]
     body = [[r["model"], str(r.get("prompt_tokens", "-")), str(r.get("new_tokens", "-")), _f(r.get("total_s")),
-             _f(r.get("tokens_per_s"), "{:.1f}"), str(PAPER["fixed_prompt_tokens_per_s"].get(r["model"])),
-             _f(r.get("generate_total_s")), _f(r.get("generate_tokens_per_s"), "{:.1f}")]
+             _f(r.get("tokens_per_s"), "{:.1f}"), str(PAPER["fixed_prompt_tokens_per_s"].get(r["model"]))]
             + ([f"{'out of memory' if r.get('oom') else 'failed'}: {r['error']}"] if r.get("error") else [])
             for r in rows]
     notes = sorted({r["prompt"] for r in rows if "prompt" in r})
@@ -168,9 +166,9 @@ METHOD = """\
 - Prefill = one forward over the prompt keeping only the last position's logits (time to first
   token), median of the timed repeats; on a GPU one untimed run at each length comes first.
 - Decode = greedy steps at that context, each feeding back its argmax: warm-up steps first, then
-  the median of the timed steps (CUDA events per step on a GPU). The fast decoder reads fused
-  projection weights, keeps its cache bookkeeping on the device, and on a GPU replays the whole
-  step as one CUDA graph (and compiles its layer functions unless --compile off).
+  the median of the timed steps (CUDA events per step on a GPU). The decoder is the runtime's,
+  the one `mmmamba generate` and `eval` use: `MMModel.step` with fused projection weights and the
+  cache bookkeeping on the device, replayed as one CUDA graph on a GPU (unless --graphs off).
 - Memory: peak of each phase (prefill, decode); "peak" is the larger of the two. "cache" is the
   KV / conv + SSM state allocated for the cell. Ratios compare with the teacher at the same length.
 - BW floor = bytes a decode step must read (weights touched by the token, Mamba states read and

@@ -8,7 +8,7 @@ import torch
 
 from ..io.files import atomic_dir, check_output_dir, write_json_atomic
 from .bandwidth import card_bandwidth
-from .cell import describe, free_memory, is_oom, measure_cell, random_ids
+from .context_length import describe, free_memory, is_oom, measure_at_length, random_ids
 from .env import environment, load_average
 from .fixed_prompt import run_fixed_prompt
 from .memory import PeakMemory
@@ -26,7 +26,7 @@ def _warm_up(model, settings: BenchSettings, device: torch.device) -> None:
         cache = model.new_cache(1, n + 8)
         logits = model(random_ids(model, n, settings.seed, device), cache=cache, logits_to_keep=1)
         for _ in range(4):
-            logits = model(logits[:, -1].argmax(-1, keepdim=True), cache=cache)
+            logits = model.step(logits[:, -1].argmax(-1), cache)[:, None]
     except Exception as e:  # noqa: BLE001
         if not is_oom(e):
             raise
@@ -55,13 +55,9 @@ def decode_mode(rows: list[dict]) -> str:
     """How the decode steps actually ran (the fast path can fall back per model)."""
     modes = {}
     for r in rows:
-        if r.get("decoder") == "static":
-            m = ", ".join(["static step, fused projections"] + ["CUDA graph"] * bool(r.get("cuda_graph"))
-                          + ["torch.compile"] * bool(r.get("compiled")))
-        elif r.get("decoder"):
-            m = f"model.forward ({r.get('note')})"
-        else:
+        if not r.get("decoder"):
             continue
+        m = ", ".join(["runtime: MMModel.step, fused projections"] + ["CUDA graph"] * bool(r.get("cuda_graph")))
         modes.setdefault(m, []).append(r["model"])
     return "; ".join(f"{m} [{', '.join(dict.fromkeys(ks))}]" for m, ks in modes.items()) or "-"
 
@@ -94,7 +90,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print, comma
                 if oom_at is not None:
                     rows.append(_skipped(kind, tokens, oom_at))
                     continue
-                row = measure_cell(model, kind, tokens, settings, device, bandwidth)
+                row = measure_at_length(model, kind, tokens, settings, device, bandwidth)
                 rows.append(row)
                 log(_line(row))
                 if row["oom"]:

@@ -40,7 +40,6 @@ class BenchSettings:
     fixed_prompt: bool = True  # the paper's one-image, 256-new-token test
     new_tokens: int = 256
     graphs: str = "auto"  # CUDA-graph replay of the decode step (auto: on CUDA)
-    compile: str = "auto"  # torch.compile the decode step's layer functions (auto: on CUDA)
     impl: str = "auto"  # Mamba scan implementation: auto | torch | kernel
     threads: int | None = None  # torch CPU threads (None: 1 on a CPU device, torch's default on CUDA)
     bandwidth: float | None = None  # memory bandwidth in bytes/s (None: from the device name)
@@ -66,9 +65,8 @@ class BenchSettings:
             errors.append(f"--dtype {self.dtype!r}: choose auto or one of {', '.join(DTYPES)}")
         if self.teacher_impl not in TEACHER_IMPLS:
             errors.append(f"--teacher-impl {self.teacher_impl!r}: choose {' or '.join(TEACHER_IMPLS)}")
-        for name in ("graphs", "compile"):
-            if getattr(self, name) not in SWITCH:
-                errors.append(f"--{name} {getattr(self, name)!r}: choose auto, on or off")
+        if self.graphs not in SWITCH:
+            errors.append(f"--graphs {self.graphs!r}: choose auto, on or off")
         if self.impl not in ("auto", "torch", "kernel"):
             errors.append(f"--impl {self.impl!r}: choose auto, torch or kernel")
         if self.decode_steps < 1 or self.repeats < 1 or self.new_tokens < 1 or self.warmup_steps < 0:
@@ -91,11 +89,6 @@ class BenchSettings:
         if self.dtype == "auto":
             return torch.bfloat16 if self.resolved_device().type == "cuda" else torch.float32
         return DTYPES[self.dtype]
-
-    def switch(self, name: str) -> bool:
-        """Resolve an auto|on|off switch: auto means on for CUDA."""
-        value = getattr(self, name)
-        return value == "on" or (value == "auto" and self.resolved_device().type == "cuda")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

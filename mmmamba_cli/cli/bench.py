@@ -36,8 +36,6 @@ def command(
                                                "'Describe the image specifically').")] = True,
     new_tokens: Annotated[int, typer.Option(help="New tokens in the fixed-prompt test.")] = 256,
     graphs: Annotated[str, typer.Option(help="CUDA-graph decode step: auto (on CUDA) | on | off.")] = "auto",
-    compile_step: Annotated[str, typer.Option(
-        "--compile", help="torch.compile the decode step: auto (on CUDA) | on | off.")] = "auto",
     impl: Annotated[str, typer.Option(help="Mamba scan: auto (mamba-ssm kernels on CUDA when installed) | "
                                       "torch | kernel.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(
@@ -58,7 +56,7 @@ def command(
     settings = BenchSettings(
         tokens=parse_tokens(tokens), models=parse_models(models), size=size, model_dir=model, dtype=dtype,
         device=device, teacher_impl=teacher_impl, decode_steps=steps, warmup_steps=warmup, repeats=repeats,
-        fixed_prompt=fixed_prompt, new_tokens=new_tokens, graphs=graphs, compile=compile_step, impl=impl,
+        fixed_prompt=fixed_prompt, new_tokens=new_tokens, graphs=graphs, impl=impl,
         threads=threads, bandwidth=bandwidth * 1e9 if bandwidth else None, seed=seed).validate()
     check_out(out, force)
     cmd = "mmmamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,4 +1,4 @@
-"""`mmmamba generate`: answer a prompt (optionally about an image) with any model."""
+"""`mmmamba generate`: answer a prompt (optionally about an image) with any model, streamed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,10 +17,15 @@ def command(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End the answer at this text "
+                                                      "(repeatable).")] = None,
 ) -> None:
-    """Generate an answer: prefill once, then decode token by token with the hybrid cache."""
-    from ..chat import answer
+    """Generate an answer: prefill once, then decode token by token, printing as it goes."""
+    from ..runtime.chat import answer
 
-    text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                  seed=seed)
-    console.print(text, highlight=False, markup=False)
+    def show(piece: str) -> None:
+        console.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
+
+    answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+           seed=seed, stream=show, stop=stop)
+    console.print()
