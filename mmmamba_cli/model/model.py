@@ -146,14 +146,20 @@ class MMModel(nn.Module):
                 attention_mask: torch.Tensor | None = None, cache: HybridCache | None = None,
                 logits_to_keep: int = 0, return_hidden: bool = False):
         """Logits (b, l, V) (only the last ``logits_to_keep`` positions when > 0)."""
-        h = self.embed(input_ids, pixel_values)
-        inputs = (self.layer_inputs(input_ids, attention_mask) if cache is None
-                  else self._cached_inputs(input_ids, attention_mask, cache))
-        h = self.norm(self.run_layers(h, inputs, cache=cache))
+        h = self.final_hidden(input_ids, pixel_values, attention_mask, cache)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         logits = self.lm_head(h)
         return (logits, h) if return_hidden else logits
+
+    def final_hidden(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                     attention_mask: torch.Tensor | None = None, cache: HybridCache | None = None) -> torch.Tensor:
+        """The normed hidden state (b, l, C) the output head reads: ``lm_head`` of any rows of it
+        gives their logits, so a caller can score a few positions without (b, l, V) logits."""
+        h = self.embed(input_ids, pixel_values)
+        inputs = (self.layer_inputs(input_ids, attention_mask) if cache is None
+                  else self._cached_inputs(input_ids, attention_mask, cache))
+        return self.norm(self.run_layers(h, inputs, cache=cache))
 
     # ---- decoding --------------------------------------------------------------------
     def step(self, ids: torch.Tensor, cache: HybridCache) -> torch.Tensor:
