@@ -103,9 +103,9 @@ class MMambaLM(TemplateLM):
             keep = max(len(c) for c in conts)
             logits = self.model(b["input_ids"].to(self._device), attention_mask=b["attention_mask"].to(self._device),
                                 logits_to_keep=keep)
-            logp = F.log_softmax(logits.float(), -1)  # (b, keep, V); rows end together (left padding)
+            # rows end together (left padding); one row's continuation at a time: no (b, keep, V) fp32 copy
             for row, (i, cont) in enumerate(zip(idx, conts)):
-                lp = logp[row, keep - len(cont):]  # (len(cont), V)
+                lp = F.log_softmax(logits[row, keep - len(cont):].float(), -1)  # (len(cont), V)
                 target = torch.tensor(cont, device=lp.device)
                 result = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
                 out[i] = result
