@@ -15,7 +15,7 @@ from mmmamba_cli.bench.memory import PeakMemory
 from mmmamba_cli.bench.models import set_attention_impl
 from mmmamba_cli.bench.report import loglog_slope
 from mmmamba_cli.bench.runner import run_bench, write_results
-from mmmamba_cli.bench.settings import BenchSettings, parse_tokens
+from mmmamba_cli.bench.settings import MODEL_KINDS, BenchSettings, bench_settings, parse_tokens
 from mmmamba_cli.cli.main import app
 from mmmamba_cli.errors import UserError
 from mmmamba_cli.io.save import save_model_dir
@@ -25,7 +25,12 @@ from mmmamba_cli.runtime import GraphDecoder, make_decoder
 from mmmamba_cli.runtime.decoder import EagerDecoder
 
 LAYOUTS = {"teacher": [0, 1, 2, 3], "linear": [], "hybrid": [0], "mixed": [1, 3]}
-FAST = dict(decode_steps=3, warmup_steps=1, repeats=1, new_tokens=4)
+FAST = {"sweep.decode_steps": 3, "sweep.warmup_steps": 1, "sweep.repeats": 1, "fixed_prompt.new_tokens": 4}
+
+
+def settings(**kw) -> BenchSettings:
+    """Bench settings from dotted keys, on top of FAST."""
+    return bench_settings(overrides={**FAST, **kw})
 
 
 def model_for(layout: str, groups: int = 2, seed: int = 0) -> MMModel:
@@ -70,8 +75,11 @@ def test_parse_tokens_and_settings_errors():
         with pytest.raises(UserError):
             parse_tokens(bad)
     with pytest.raises(UserError) as e:
-        BenchSettings(models=["teacher", "mamba3"], size="huge", teacher_impl="flash").validate()
-    assert "mamba3" in str(e.value) and "huge" in str(e.value) and "flash" in str(e.value)
+        bench_settings(overrides=["models.kinds=teacher,mamba3", "models.size=huge", "models.teacher_impl=flash",
+                                  "sweep.decod_steps=2"])
+    assert all(w in str(e.value) for w in ("mamba3", "huge", "flash", "sweep.decod_steps"))
+    s = bench_settings(overrides=["sweep.tokens=4k,1k", "runtime.graphs=off"])
+    assert s.sweep.tokens == [1024, 4096] and s.runtime.graphs == "off" and s.models.kinds == list(MODEL_KINDS)
 
 
 def test_bandwidth_and_bytes():
@@ -100,7 +108,7 @@ def test_cpu_peak_memory_counts_a_phase():
 
 
 def test_bench_end_to_end_and_files(tmp_path):
-    s = BenchSettings(tokens=[32, 64], **FAST)
+    s = settings(**{"sweep.tokens": [32, 64]})
     result = run_bench(s, log=lambda m: None)
     rows = result["rows"]
     cells = [(m, t) for m in ("teacher", "linear", "hybrid") for t in (32, 64)]
@@ -132,7 +140,8 @@ def test_injected_oom_is_a_result(tmp_path, monkeypatch):
         return real(self, input_ids, *a, **kw)
 
     monkeypatch.setattr(MMModel, "forward", forward)
-    s = BenchSettings(tokens=[32, 64, 128], models=["teacher", "linear"], fixed_prompt=False, **FAST)
+    s = settings(**{"sweep.tokens": [32, 64, 128], "models.kinds": ["teacher", "linear"],
+                    "fixed_prompt.enabled": False})
     result = run_bench(s, log=lambda m: None)
     by = {(r["model"], r["tokens"]): r for r in result["rows"]}
     assert not by[("teacher", 32)]["oom"]
@@ -151,7 +160,7 @@ def test_measure_cell_records_decode_oom(monkeypatch):
         raise RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
 
     monkeypatch.setattr(EagerDecoder, "step", boom)
-    row = measure_at_length(m, "teacher", 32, BenchSettings(**FAST), torch.device("cpu"))
+    row = measure_at_length(m, "teacher", 32, settings(), torch.device("cpu"))
     assert row["oom"] and row["oom_phase"] == "decode" and row["prefill_s"] > 0
 
 
@@ -170,13 +179,16 @@ def run(*args):
 def test_cli_bench(tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--tokens", "32,48", "--models", "linear,teacher", "--steps", "2", "--warmup", "1",
-            "--repeats", "1", "--new-tokens", "3", "--out", out]
+            "--repeats", "1", "--new-tokens", "3", "--out", out, "sweep.decode_steps=3"]
     code, text = run(*args)
     assert code == 0, text
     assert {p.name for p in out.iterdir()} == {"bench.json", "bench.md", "bench.png"}
+    saved = json.loads((out / "bench.json").read_text())["settings"]
+    assert saved["sweep"]["decode_steps"] == 3 and saved["models"]["kinds"] == ["linear", "teacher"]
     assert run(*args)[0] == 2  # never overwrite silently
     assert run("bench", "--tokens", "4q", "--out", tmp_path / "x")[0] == 2
     assert run("bench", "--models", "teacher,gpt", "--out", tmp_path / "x")[0] == 2
+    assert run("bench", "sweep.decod_steps=2", "--out", tmp_path / "x")[0] == 2  # a typo in an override
     assert not (tmp_path / "x").exists()
 
 
@@ -184,7 +196,8 @@ def test_cli_bench_model_dir(tmp_path):
     """--model DIR: its own kind runs its weights, the other kinds random weights of its shapes."""
     m = model_for("linear", seed=3)
     save_model_dir(tmp_path / "m", m.config, m.state_dict())
-    s = BenchSettings(tokens=[32], models=["linear", "teacher"], model_dir=tmp_path / "m", fixed_prompt=False, **FAST)
+    s = settings(**{"sweep.tokens": [32], "models.kinds": "linear,teacher", "models.model_dir": str(tmp_path / "m"),
+                    "fixed_prompt.enabled": False})
     rows = run_bench(s, log=lambda m: None)["rows"]
     assert [r["model"] for r in rows] == ["linear", "teacher"] and not any(r["oom"] for r in rows)
 

@@ -185,3 +185,13 @@ def test_generate_cli_streams_the_same_text(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["generate", str(d), "-p", "what is the blue shape?", "--max-new-tokens", "8"])
     assert r.exit_code == 0, r.output
     assert r.output.strip() == text.strip()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_cuda_graph_generate_equals_plain_generate(kind):
+    model = MODELS[kind](tiny_teacher()).cuda()
+    ids, pix, mask = (t.cuda() for t in left_padded(model, pads=(0, 4)))
+    s = SamplingSettings(max_new_tokens=10, eos_token_id=-1)
+    assert generate(model, ids, pix, mask, s, graphs="on") == generate(model, ids, pix, mask, s, graphs="off")

@@ -42,15 +42,15 @@ def free_memory(device: torch.device) -> None:
 
 def capacity(tokens: int, settings: BenchSettings, device: torch.device) -> int:
     """Cache slots for the prompt and every decode step."""
-    return tokens + settings.warmup_steps + settings.decode_steps + 1
+    return tokens + settings.sweep.warmup_steps + settings.sweep.decode_steps + 1
 
 
 def runtime_decoder(model: MMModel, cache, settings: BenchSettings):
     """The runtime's decoder over ``cache`` (attention as the chosen teacher setting), and a
     description of how it decodes."""
-    set_attention_impl(model, settings.teacher_impl)
+    set_attention_impl(model, settings.models.teacher_impl)
     model.fuse_for_decode()
-    dec = make_decoder(model, cache, settings.graphs)
+    dec = make_decoder(model, cache, settings.runtime.graphs)
     return dec, {"decoder": "runtime", "cuda_graph": dec.kind == "cuda-graph", "note": ""}
 
 
@@ -62,13 +62,13 @@ def random_ids(model: MMModel, tokens: int, seed: int, device: torch.device) -> 
 def _prefill(model: MMModel, ids: Tensor, tokens: int, settings: BenchSettings, device: torch.device):
     """(cache, logits, timing fields) of the last of the repeated prefills."""
     times, cache, logits = [], None, None
-    for r in range(settings.repeats + (device.type == "cuda")):  # a GPU's first run is untimed
+    for r in range(settings.sweep.repeats + (device.type == "cuda")):  # a GPU's first run is untimed
         cache = logits = None  # free the previous run's cache first
         cache = model.new_cache(1, capacity(tokens, settings, device))
         logits, t = timed(lambda: model(ids, cache=cache, logits_to_keep=1), device)
         if device.type != "cuda" or r > 0:
             times.append(t)
-        if times and sum(x.wall for x in times) > settings.prefill_budget_s:
+        if times and sum(x.wall for x in times) > settings.sweep.prefill_budget_s:
             break
     return cache, logits, {"prefill_s": median([x.wall for x in times]), "prefill_repeats": len(times),
                            "prefill_cpu_s": median([x.cpu for x in times])}
@@ -83,14 +83,14 @@ def _decode(model: MMModel, cache, first: Tensor, settings: BenchSettings, devic
         box[0] = dec.step(box[0]).argmax(-1)
 
     try:
-        for _ in range(settings.warmup_steps):
+        for _ in range(settings.sweep.warmup_steps):
             one()
-        samples = time_steps(one, settings.decode_steps, device)
+        samples = time_steps(one, settings.sweep.decode_steps, device)
     finally:
         dec.close()
     per_step = median([x.wall for x in samples])
     return {**how, "decode_s_per_token": per_step, "decode_tokens_per_s": 1.0 / per_step,
-            "decode_cpu_s_per_token": median([x.cpu for x in samples]), "decode_steps": settings.decode_steps}
+            "decode_cpu_s_per_token": median([x.cpu for x in samples]), "decode_steps": settings.sweep.decode_steps}
 
 
 def measure_at_length(model: MMModel, kind: str, tokens: int, settings: BenchSettings,

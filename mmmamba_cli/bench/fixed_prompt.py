@@ -45,16 +45,16 @@ def prompt_inputs(model: MMModel, tokenizer_dir: Path | None, device: torch.devi
 def run_fixed_prompt(model: MMModel, kind: str, settings: BenchSettings, device: torch.device,
                      tokenizer_dir: Path | None = None) -> dict:
     ids, pixels, how = prompt_inputs(model, tokenizer_dir, device, settings.seed)
-    n = settings.new_tokens
+    n = settings.fixed_prompt.new_tokens
     row = {"model": kind, "prompt_tokens": int(ids.shape[1]), "new_tokens": n, "prompt": how}
     sampling = SamplingSettings(max_new_tokens=n, eos_token_id=-1)
-    set_attention_impl(model, settings.teacher_impl)
+    set_attention_impl(model, settings.models.teacher_impl)
     try:
         def request() -> list[list[int]]:
-            return generate(model, ids, pixels, settings=sampling, graphs=settings.graphs)
+            return generate(model, ids, pixels, settings=sampling, graphs=settings.runtime.graphs)
 
         request()  # warm-up
-        times = [timed(request, device)[1].wall for _ in range(settings.repeats)]
+        times = [timed(request, device)[1].wall for _ in range(settings.sweep.repeats)]
     finally:
         set_attention_impl(model, "sdpa")
     total = median(times)

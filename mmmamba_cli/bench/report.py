@@ -101,9 +101,10 @@ def _header(result: dict) -> list[str]:
     lines = [f"# mmmamba bench: {dev['name']}", "",
              f"- date {env['date']}, git `{env['git_sha'][:12]}`, torch {v['torch']}, triton {v.get('triton')}, "
              f"mamba-ssm {v.get('mamba-ssm')} (kernels {'used' if env['mamba_kernels'] else 'not available'})",
-             f"- models at `{s['model_dir'] or s['size']}` shapes, dtype {result['dtype']}, device {dev['type']}"
+             f"- models at `{s['models']['model_dir'] or s['models']['size']}` shapes, dtype {result['dtype']}, "
+             f"device {dev['type']}"
              + (f" ({dev.get('threads')} threads of {dev.get('cpu_count')} cores)" if dev["type"] == "cpu" else ""),
-             f"- teacher attention `{s['teacher_impl']}`; decode: {result['decode_mode']}",
+             f"- teacher attention `{s['models']['teacher_impl']}`; decode: {result['decode_mode']}",
              f"- memory: {result['memory_method']}",
              f"- command: `{result.get('command', 'mmmamba bench')}`"]
     if dev["type"] == "cpu":
