@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="eval's default")
     ap.add_argument("--before", default="c8de8d2")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", default="after,before")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--mode", choices=["before", "after"], help=argparse.SUPPRESS)
     ap.add_argument("--teacher", help=argparse.SUPPRESS)
@@ -110,7 +111,7 @@ def main() -> None:
 
     teacher, student, tok = build(Path(tempfile.mkdtemp()))
     rows = []
-    for mode in ("after", "before"):
+    for mode in a.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--teacher", str(teacher), "--student", str(student),
                "--tok", str(tok), "--items", str(a.items), "--words", str(a.words),
                "--batch-size", str(a.batch_size), "--before", a.before, "--threads", str(a.threads)]
