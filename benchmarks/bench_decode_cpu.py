@@ -172,7 +172,8 @@ def main(argv=None) -> None:
                                                                                               a.new_tokens))
             rows.append(row)
             print(f"{kind:>12} {t:>6} tokens: prefill {row['prefill_s']:.2f} s, decode "
-                  f"{row['decode_tokens_per_s']:.1f} tok/s ({row['decode_tokens_per_cpu_s']:.1f} per CPU s)", flush=True)
+                  f"{row['decode_tokens_per_s']:.1f} tok/s ({row['decode_tokens_per_cpu_s']:.1f} per CPU s)",
+                  flush=True)
             result["load_average_end"] = load_average()
             a.out.write_text(json.dumps(result, indent=2) + "\n")
     a.out.with_suffix(".md").write_text(markdown(result))

@@ -3,7 +3,8 @@ memory-bounded reduction, on a teacher/student pair of SmolLM2-135M's shapes (vo
 
     python benchmarks/bench_fidelity_cpu.py --out benchmarks/results/fidelity_cpu_smollm2.json
 
-The pair: the random-weight Llama of ``bench_decode_cpu.py`` (``bench.models.SMOLLM2_135M``) and its seeded linear student.
+The pair: the random-weight Llama of ``bench_decode_cpu.py`` (``bench.models.SMOLLM2_135M``) and
+its seeded linear student.
 Items: ``--items`` synthetic text questions of about ``--words`` words (one token each under a
 word tokenizer) plus a one-word answer. ``before`` is ``evaluate/fidelity.py`` at ``--before``
 (git revision; (b, l, V) logits of both models, then the masked reduction), ``after`` the current
