@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .data import IM_END, IM_START, collate
 from .io.pretrained import load_pretrained
-from .model.generate import SamplingSettings, generate
+from .runtime import SamplingSettings, TextWatch, cut_at, generate
 
 NAME = "mmmamba"
 log = logging.getLogger(__name__)
@@ -101,9 +101,9 @@ class MMambaLM(TemplateLM):
             keep = max(len(c) for c in conts)
             logits = self.model(b["input_ids"].to(self._device), attention_mask=b["attention_mask"].to(self._device),
                                 logits_to_keep=keep)
-            logp = F.log_softmax(logits.float(), -1)  # (b, keep, V); rows end together (left padding)
+            # rows end together (left padding); one row's continuation at a time: no (b, keep, V) fp32 copy
             for row, (i, cont) in enumerate(zip(idx, conts)):
-                lp = logp[row, keep - len(cont):]  # (len(cont), V)
+                lp = F.log_softmax(logits[row, keep - len(cont):].float(), -1)  # (len(cont), V)
                 target = torch.tensor(cont, device=lp.device)
                 result = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
                 out[i] = result
@@ -144,8 +144,10 @@ class MMambaLM(TemplateLM):
                 room = max(1, self.max_length - settings.max_new_tokens)
                 ids = [self.tok_encode(requests[i].args[0])[-room:] for i in idx]
                 b = collate([{"input_ids": x} for x in ids], self.pad, padding_side="left")
-                new = generate(self.model, b["input_ids"].to(self._device),
-                               attention_mask=b["attention_mask"].to(self._device), settings=settings)
+                watch = TextWatch(self.tokenizer, len(idx), until, eos_token_id=settings.eos_token_id)
+                new = generate(self.model, b["input_ids"].to(self._device),  # rows end at a stop string
+                               attention_mask=b["attention_mask"].to(self._device), settings=settings,
+                               on_step=watch if until else None)
                 for i, tokens in zip(idx, new):
                     text = cut_at(self.tokenizer.decode(tokens, skip_special_tokens=True), until)
                     out[i] = text
@@ -161,12 +163,6 @@ class MMambaLM(TemplateLM):
                                     top_p=float(kwargs.get("top_p", 1.0)) if sample else 1.0,
                                     eos_token_id=self.model.config.eos_token_id)
         return settings, until
-
-
-def cut_at(text: str, stops: list[str]) -> str:
-    """``text`` up to the first occurrence of any stop string."""
-    cuts = [text.find(s) for s in stops if s and s in text]
-    return text[:min(cuts)] if cuts else text
 
 
 def register() -> None:

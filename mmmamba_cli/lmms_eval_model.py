@@ -24,7 +24,7 @@ from lmms_eval.api.registry import register_model
 
 from .data import build_prompt, collate, load_image
 from .io.pretrained import load_pretrained as load_for_eval
-from .model.generate import SamplingSettings, generate
+from .runtime import SamplingSettings, generate
 
 NAME = "mmmamba"
 CLASS_PATH = f"{__name__}.MMambaLMMS"

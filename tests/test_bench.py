@@ -2,30 +2,35 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from conftest import image_inputs, randomize, tiny_config
-from mmmamba_cli.bench import decode_layers as dl
 from mmmamba_cli.bench.bandwidth import card_bandwidth, decode_bytes
-from mmmamba_cli.bench.cell import measure_cell
-from mmmamba_cli.bench.fixed_prompt import reset_cache
-from mmmamba_cli.bench.fuse import fuse_projections
+from mmmamba_cli.bench.context_length import measure_at_length
 from mmmamba_cli.bench.memory import PeakMemory
+from mmmamba_cli.bench.models import set_attention_impl
 from mmmamba_cli.bench.report import loglog_slope
 from mmmamba_cli.bench.runner import run_bench, write_results
-from mmmamba_cli.bench.settings import BenchSettings, parse_tokens
-from mmmamba_cli.bench.static_decode import StaticDecoder
+from mmmamba_cli.bench.settings import MODEL_KINDS, BenchSettings, bench_settings, parse_tokens
 from mmmamba_cli.cli.main import app
 from mmmamba_cli.errors import UserError
 from mmmamba_cli.io.save import save_model_dir
-from mmmamba_cli.model import MMModel, SamplingSettings, generate
+from mmmamba_cli.model import MMModel
 from mmmamba_cli.model.layout import layer_types_for
+from mmmamba_cli.runtime import GraphDecoder, make_decoder
+from mmmamba_cli.runtime.decoder import EagerDecoder
 
 LAYOUTS = {"teacher": [0, 1, 2, 3], "linear": [], "hybrid": [0], "mixed": [1, 3]}
-FAST = dict(decode_steps=3, warmup_steps=1, repeats=1, new_tokens=4)
+FAST = {"sweep.decode_steps": 3, "sweep.warmup_steps": 1, "sweep.repeats": 1, "fixed_prompt.new_tokens": 4}
+
+
+def settings(**kw) -> BenchSettings:
+    """Bench settings from dotted keys, on top of FAST."""
+    return bench_settings(overrides={**FAST, **kw})
 
 
 def model_for(layout: str, groups: int = 2, seed: int = 0) -> MMModel:
@@ -36,9 +41,11 @@ def model_for(layout: str, groups: int = 2, seed: int = 0) -> MMModel:
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_static_decoder_matches_model_forward(layout, attention):
-    """Left-padded batch of 2: every step's logits, then the cache handed back to model.forward."""
-    m = model_for(layout)
+def test_decode_step_matches_model_forward(layout, attention):
+    """Left-padded batch of 2, both attention settings: the runtime's step == the plain forward with a
+    cache, and the cache continues with model.forward afterwards."""
+    m = model_for(layout).fuse_for_decode()
+    set_attention_impl(m, attention)
     g = torch.Generator().manual_seed(1)
     ids, steps = torch.randint(10, 128, (2, 9), generator=g), torch.randint(10, 128, (2, 6), generator=g)
     mask = torch.ones(2, 9, dtype=torch.long)
@@ -47,73 +54,19 @@ def test_static_decoder_matches_model_forward(layout, attention):
         ref, cache = m.new_cache(2, 24), m.new_cache(2, 24)
         m(ids, attention_mask=mask, cache=ref)
         m(ids, attention_mask=mask, cache=cache)
-        dec = StaticDecoder(m, cache, attention=attention)
+        dec = make_decoder(m, cache)
         for t in range(4):
             want = m(steps[:, t:t + 1], cache=ref)[:, -1]
             torch.testing.assert_close(dec.step(steps[:, t]), want, atol=1e-5, rtol=1e-4)
-        dec.sync_cache()
+        dec.close()
         torch.testing.assert_close(m(steps[:, 4:], cache=cache), m(steps[:, 4:], cache=ref), atol=1e-5, rtol=1e-4)
 
 
-def test_static_decoder_refuses_a_full_cache():
-    m = model_for("hybrid")
-    with torch.no_grad():
-        cache = m.new_cache(1, 10)
-        m(torch.randint(10, 128, (1, 8)), cache=cache)
-        dec = StaticDecoder(m, cache)
-        dec.step(torch.tensor([3]))
-        dec.step(torch.tensor([4]))
-        with pytest.raises(ValueError, match="capacity"):
-            dec.step(torch.tensor([5]))
+def test_no_decode_code_left_in_bench():
+    import mmmamba_cli.bench as bench
 
-
-def test_reused_decoder_after_reset_gives_generate_tokens():
-    """One image prompt: greedy tokens of a decoder rebound after a cache reset == generate()."""
-    m = model_for("hybrid")
-    ids, pix = image_inputs(m.config, 1, 6)
-    want = generate(m, ids, pix, settings=SamplingSettings(max_new_tokens=6, eos_token_id=-1))[0]
-    with torch.no_grad():
-        cache = m.new_cache(1, ids.shape[1] + 8)
-        m(torch.randint(10, 128, (1, 5)), cache=cache)  # an unrelated earlier request
-        dec = StaticDecoder(m, cache)
-        dec.step(torch.tensor([7]))
-        reset_cache(cache)
-        tok = m(ids, pix, cache=cache, logits_to_keep=1)[:, -1].argmax(-1)
-        dec.rebind()
-        got = [int(tok)]
-        for _ in range(5):
-            tok = dec.step(tok).argmax(-1)
-            got.append(int(tok))
-    assert got == want
-
-
-def test_attention_variants_agree():
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 2, 3, 16, generator=g)  # (b, hkv, G, d)
-    k, v = torch.randn(2, 2, 64, 16, generator=g), torch.randn(2, 2, 64, 16, generator=g)
-    mask = torch.rand(2, 64, generator=g) > 0.3
-    ref = dl.grouped_attention(q, k, v, mask)
-    torch.testing.assert_close(dl.grouped_attention(q, k, v, mask, splits=4), ref, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(dl.eager_attention(q, k, v, mask), ref, atol=1e-6, rtol=1e-5)
-    # masked keys do not matter
-    v2 = v.clone()
-    v2[~mask[:, None, :, None].expand_as(v)] = 1e4
-    torch.testing.assert_close(dl.grouped_attention(q, k, v2, mask, splits=4), ref, atol=1e-6, rtol=1e-5)
-
-
-def test_fused_projections_share_storage_and_keep_outputs():
-    m = model_for("mixed")
-    ids = torch.randint(10, 128, (1, 7))
-    with torch.no_grad():
-        before = m(ids)
-        params = fuse_projections(m)
-        after = m(ids)
-    torch.testing.assert_close(after, before)
-    mx = m.layers[0].mixer  # Mamba layer: x, B, C, z, dt rows of one matrix
-    assert mx.x_proj.weight.data_ptr() == params[0]["w_in"].data_ptr()
-    assert mx.B_proj.weight.data_ptr() == params[0]["w_in"][mx.x_proj.weight.shape[0]:].data_ptr()
-    assert m.layers[1].mixer.q_proj.weight.data_ptr() == params[1]["w_qkv"].data_ptr()
-    assert fuse_projections(m)[0]["w_in"].data_ptr() == params[0]["w_in"].data_ptr()  # idempotent
+    names = {p.stem for p in Path(bench.__file__).parent.glob("*.py")}
+    assert not names & {"decode_layers", "fuse", "static_decode", "cell"}
 
 
 def test_parse_tokens_and_settings_errors():
@@ -122,8 +75,11 @@ def test_parse_tokens_and_settings_errors():
         with pytest.raises(UserError):
             parse_tokens(bad)
     with pytest.raises(UserError) as e:
-        BenchSettings(models=["teacher", "mamba3"], size="huge", teacher_impl="flash").validate()
-    assert "mamba3" in str(e.value) and "huge" in str(e.value) and "flash" in str(e.value)
+        bench_settings(overrides=["models.kinds=teacher,mamba3", "models.size=huge", "models.teacher_impl=flash",
+                                  "sweep.decod_steps=2"])
+    assert all(w in str(e.value) for w in ("mamba3", "huge", "flash", "sweep.decod_steps"))
+    s = bench_settings(overrides=["sweep.tokens=4k,1k", "runtime.graphs=off"])
+    assert s.sweep.tokens == [1024, 4096] and s.runtime.graphs == "off" and s.models.kinds == list(MODEL_KINDS)
 
 
 def test_bandwidth_and_bytes():
@@ -152,19 +108,19 @@ def test_cpu_peak_memory_counts_a_phase():
 
 
 def test_bench_end_to_end_and_files(tmp_path):
-    s = BenchSettings(tokens=[32, 64], **FAST)
+    s = settings(**{"sweep.tokens": [32, 64]})
     result = run_bench(s, log=lambda m: None)
     rows = result["rows"]
     cells = [(m, t) for m in ("teacher", "linear", "hybrid") for t in (32, 64)]
     assert [(r["model"], r["tokens"]) for r in rows] == cells
     for r in rows:
         assert not r["oom"] and r["prefill_s"] > 0 and r["decode_s_per_token"] > 0 and r["peak_mem_bytes"] > 0
-        assert r["decoder"] == "static" and r["cuda_graph"] is False
+        assert r["decoder"] == "runtime" and r["cuda_graph"] is False
     lin = next(r for r in rows if r["model"] == "linear" and r["tokens"] == 64)
     assert lin["decode_speedup"] > 0 and "peak_mem_change" in lin
     assert set(result["slopes"]) == {"teacher", "linear", "hybrid"}
     assert [f["model"] for f in result["fixed_prompt"]] == ["teacher", "linear", "hybrid"]
-    assert all(f["tokens_per_s"] > 0 and f["generate_tokens_per_s"] > 0 for f in result["fixed_prompt"])
+    assert all(f["tokens_per_s"] > 0 for f in result["fixed_prompt"])
     out = write_results(result, tmp_path / "bench")
     data = json.loads((out / "bench.json").read_text())
     assert {"device", "versions", "git_sha", "date"} <= set(data["environment"])
@@ -184,7 +140,8 @@ def test_injected_oom_is_a_result(tmp_path, monkeypatch):
         return real(self, input_ids, *a, **kw)
 
     monkeypatch.setattr(MMModel, "forward", forward)
-    s = BenchSettings(tokens=[32, 64, 128], models=["teacher", "linear"], fixed_prompt=False, **FAST)
+    s = settings(**{"sweep.tokens": [32, 64, 128], "models.kinds": ["teacher", "linear"],
+                    "fixed_prompt.enabled": False})
     result = run_bench(s, log=lambda m: None)
     by = {(r["model"], r["tokens"]): r for r in result["rows"]}
     assert not by[("teacher", 32)]["oom"]
@@ -202,8 +159,8 @@ def test_measure_cell_records_decode_oom(monkeypatch):
     def boom(*a, **kw):
         raise RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
 
-    monkeypatch.setattr(StaticDecoder, "step", boom)
-    row = measure_cell(m, "teacher", 32, BenchSettings(**FAST), torch.device("cpu"))
+    monkeypatch.setattr(EagerDecoder, "step", boom)
+    row = measure_at_length(m, "teacher", 32, settings(), torch.device("cpu"))
     assert row["oom"] and row["oom_phase"] == "decode" and row["prefill_s"] > 0
 
 
@@ -222,13 +179,16 @@ def run(*args):
 def test_cli_bench(tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--tokens", "32,48", "--models", "linear,teacher", "--steps", "2", "--warmup", "1",
-            "--repeats", "1", "--new-tokens", "3", "--out", out]
+            "--repeats", "1", "--new-tokens", "3", "--out", out, "sweep.decode_steps=3"]
     code, text = run(*args)
     assert code == 0, text
     assert {p.name for p in out.iterdir()} == {"bench.json", "bench.md", "bench.png"}
+    saved = json.loads((out / "bench.json").read_text())["settings"]
+    assert saved["sweep"]["decode_steps"] == 3 and saved["models"]["kinds"] == ["linear", "teacher"]
     assert run(*args)[0] == 2  # never overwrite silently
     assert run("bench", "--tokens", "4q", "--out", tmp_path / "x")[0] == 2
     assert run("bench", "--models", "teacher,gpt", "--out", tmp_path / "x")[0] == 2
+    assert run("bench", "sweep.decod_steps=2", "--out", tmp_path / "x")[0] == 2  # a typo in an override
     assert not (tmp_path / "x").exists()
 
 
@@ -236,7 +196,8 @@ def test_cli_bench_model_dir(tmp_path):
     """--model DIR: its own kind runs its weights, the other kinds random weights of its shapes."""
     m = model_for("linear", seed=3)
     save_model_dir(tmp_path / "m", m.config, m.state_dict())
-    s = BenchSettings(tokens=[32], models=["linear", "teacher"], model_dir=tmp_path / "m", fixed_prompt=False, **FAST)
+    s = settings(**{"sweep.tokens": [32], "models.kinds": "linear,teacher", "models.model_dir": str(tmp_path / "m"),
+                    "fixed_prompt.enabled": False})
     rows = run_bench(s, log=lambda m: None)["rows"]
     assert [r["model"] for r in rows] == ["linear", "teacher"] and not any(r["oom"] for r in rows)
 
@@ -244,16 +205,22 @@ def test_cli_bench_model_dir(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_decoder_matches_eager_decoder():
-    m = model_for("hybrid").cuda()
+    m = model_for("hybrid").cuda().fuse_for_decode()
     ids = torch.randint(10, 128, (1, 40), device="cuda")
     with torch.no_grad():
         caches = [m.new_cache(1, 64) for _ in range(2)]
         for c in caches:
             m(ids, cache=c)
-        eager, graphed = StaticDecoder(m, caches[0]), StaticDecoder(m, caches[1], graphs=True)
-        assert graphed.graph is not None
+        eager, graphed = EagerDecoder(m, caches[0]), GraphDecoder(m, caches[1])
         tok = torch.tensor([9], device="cuda")
         for _ in range(5):
             want = eager.step(tok)
             torch.testing.assert_close(graphed.step(tok), want, atol=1e-4, rtol=1e-4)
             tok = want.argmax(-1)
+        graphed.close()
+        # the same capture serves a new prompt after a reset
+        caches[1].reset()
+        m(ids[:, :20], cache=caches[1])
+        graphed = GraphDecoder(m, caches[1])
+        want = m(torch.cat([ids[:, :20], tok[:, None]], 1))[:, -1]
+        torch.testing.assert_close(graphed.step(tok), want, atol=1e-4, rtol=1e-4)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmmamba_cli.io.load import load_model
-from mmmamba_cli.model import SamplingSettings, generate
+from mmmamba_cli.runtime import SamplingSettings, generate
 from test_distill_setup import make_jsonl, run_and_data  # noqa: F401 - fixture
 from test_hovle_io import run
 

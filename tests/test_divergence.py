@@ -36,7 +36,7 @@ def test_kl_of_identical_distributions_is_zero_and_empty_mask_is_zero():
     s = torch.randn(2, 3, 20, requires_grad=True)
     out = kl_sum(s, torch.randn(2, 3, 20), torch.zeros(2, 3, dtype=torch.bool))
     out.backward()
-    assert float(out) == 0.0 and s.grad.abs().max() == 0
+    assert out.item() == 0.0 and s.grad.abs().max() == 0
 
 
 def test_token_stats_match_direct_sums():

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_teacher
 from mmmamba_cli.data import collate
 from mmmamba_cli.evaluate import EvalItem, Task, predict
-from mmmamba_cli.model import SamplingSettings, generate
+from mmmamba_cli.runtime import SamplingSettings, generate
 from test_eval_support import png_bytes, student, word_tokenizer
 
 NEVER = 10 ** 6  # an EOS id that never comes: every row generates all its tokens

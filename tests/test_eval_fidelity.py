@@ -52,3 +52,18 @@ def test_teacher_against_itself():
     got = fidelity(t, t, tok, _task(), batch_size=3)
     assert got["kl"] == pytest.approx(0.0, abs=1e-6) and got["top1_agreement"] == 1.0
     assert got["ppl"] == pytest.approx(got["teacher_ppl"])
+
+
+def test_fidelity_logits_never_exceed_one_chunk(monkeypatch):
+    """Scored rows only, ``chunk`` at a time: the same figures as one big chunk."""
+    t, s, tok = tiny_teacher(), student(tiny_teacher(), [1]), word_tokenizer()
+    want = fidelity(t, s, tok, _task(), batch_size=3)
+    rows = []
+    for m in (t, s):
+        head = m.lm_head
+        real = head.forward
+        monkeypatch.setattr(head, "forward", lambda x, real=real: rows.append(x.shape[0]) or real(x))
+    got = fidelity(t, s, tok, _task(), batch_size=3, chunk=4)
+    assert rows and max(rows) <= 4 and sum(rows) == 2 * want["tokens"]
+    for k in ("kl", "top1_agreement", "ppl", "teacher_ppl"):
+        assert got[k] == pytest.approx(want[k], rel=1e-5)

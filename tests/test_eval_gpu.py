@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_teacher
 from mmmamba_cli.data import collate
 from mmmamba_cli.evaluate import EvalItem, Task, evaluate_models, predict
-from mmmamba_cli.model import SamplingSettings, generate
+from mmmamba_cli.runtime import SamplingSettings, generate
 from test_eval_batch import NEVER, prompts
 from test_eval_support import model_dirs, png_bytes, student, word_tokenizer  # noqa: F401 - fixture
 

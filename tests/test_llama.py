@@ -17,7 +17,7 @@ from mmmamba_cli.cli.main import app
 from mmmamba_cli.errors import UserError
 from mmmamba_cli.io.hf_causal_lm import hf_to_ours
 from mmmamba_cli.io.load import load_model
-from mmmamba_cli.model import SamplingSettings, generate
+from mmmamba_cli.runtime import SamplingSettings, generate
 from mmmamba_cli.seed import seed_directory
 
 transformers = pytest.importorskip("transformers")

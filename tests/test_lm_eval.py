@@ -96,7 +96,7 @@ def test_loglikelihood_rolling_is_the_sum_over_tokens(model_dirs):  # noqa: F811
 
 
 def test_generate_until_cuts_at_stop_string(model_dirs):  # noqa: F811
-    from mmmamba_cli.model import SamplingSettings, generate
+    from mmmamba_cli.runtime import SamplingSettings, generate
 
     lm = MMambaLM(pretrained=str(model_dirs["hybrid"]), batch_size=2, device="cpu")
     prompts = ["what is the color", "is there a cat of this"]

@@ -68,7 +68,7 @@ def test_student_differs_from_teacher():
 
 
 def test_generate_greedy_matches_argmax_rollout():
-    from mmmamba_cli.model import SamplingSettings, generate
+    from mmmamba_cli.runtime import SamplingSettings, generate
 
     model = student_of(tiny_teacher(), attn_layers=(1,))
     ids, pix = image_inputs(model.config)

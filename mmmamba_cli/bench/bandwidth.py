@@ -7,7 +7,7 @@ context. Dividing by the card's bandwidth gives the fastest possible step on tha
 """
 from __future__ import annotations
 
-from ..model.config import ATTENTION
+from ..model.cache import state_bytes
 from ..model.model import MMModel
 
 # substring of torch.cuda.get_device_name -> bytes/s (vendor figures); most specific first
@@ -42,14 +42,7 @@ def decode_bytes(model: MMModel, context: int) -> int:
         weights += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
     elt = model.lm_head.weight.element_size()
     weights += c.hidden_size * elt  # one embedding row
-    state = 0
-    for i, kind in enumerate(c.layer_types):
-        s = c.shape(i)
-        if kind == ATTENTION:
-            state += 2 * s.num_kv_heads * s.head_dim * context * elt
-        else:
-            ch = 2 * s.num_kv_heads * s.head_dim + s.num_heads * s.head_dim
-            ssm = s.num_heads * s.head_dim * s.head_dim * 4  # fp32
-            state += 2 * (ch * (c.mamba.d_conv - 1) * elt + ssm)  # read + write back
-    return weights + state
+    sizes = state_bytes(c, elt)
+    # the KV of the whole context is read; Mamba states are read and written back
+    return weights + sizes["kv_per_token"] * context + 2 * (sizes["conv"] + sizes["ssm"])
 

@@ -19,6 +19,13 @@ from ..model.init import init_weights
 from ..model.layout import every, layer_types_for
 from ..model.model import MMModel
 
+# transformers ``LlamaConfig`` fields of a Llama-family model of SmolLM2-135M's shapes (the CPU
+# benchmarks against transformers' own Llama, benchmarks/bench_*_cpu.py)
+SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, head_dim=64, rope_theta=100000.0,
+                    rms_norm_eps=1e-5, tie_word_embeddings=True,
+                    max_position_embeddings=32768)  # 8192 in SmolLM2; raised so 16K is in range
+
 # kind -> the global layers kept as softmax attention, given the number of layers
 VARIANTS: dict[str, Callable[[int], list[int]]] = {
     "teacher": lambda n: list(range(n)),

@@ -32,8 +32,9 @@ def plot(result: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     dev = result["environment"]["device"]["name"]
-    fig.suptitle(f"mmmamba bench, {result['settings']['model_dir'] or result['settings']['size']} shapes, "
-                 f"{result['dtype']}, {dev}", fontsize=10)
+    models = result["settings"]["models"]
+    fig.suptitle(f"mmmamba bench, {models['model_dir'] or models['size']} shapes, {result['dtype']}, {dev}",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

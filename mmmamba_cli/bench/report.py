@@ -101,9 +101,10 @@ def _header(result: dict) -> list[str]:
     lines = [f"# mmmamba bench: {dev['name']}", "",
              f"- date {env['date']}, git `{env['git_sha'][:12]}`, torch {v['torch']}, triton {v.get('triton')}, "
              f"mamba-ssm {v.get('mamba-ssm')} (kernels {'used' if env['mamba_kernels'] else 'not available'})",
-             f"- models at `{s['model_dir'] or s['size']}` shapes, dtype {result['dtype']}, device {dev['type']}"
+             f"- models at `{s['models']['model_dir'] or s['models']['size']}` shapes, dtype {result['dtype']}, "
+             f"device {dev['type']}"
              + (f" ({dev.get('threads')} threads of {dev.get('cpu_count')} cores)" if dev["type"] == "cpu" else ""),
-             f"- teacher attention `{s['teacher_impl']}`; decode: {result['decode_mode']}",
+             f"- teacher attention `{s['models']['teacher_impl']}`; decode: {result['decode_mode']}",
              f"- memory: {result['memory_method']}",
              f"- command: `{result.get('command', 'mmmamba bench')}`"]
     if dev["type"] == "cpu":
@@ -150,11 +151,9 @@ def _paper(pc: dict | None) -> list[str]:
 def _fixed(rows: list[dict]) -> list[str]:
     if not rows:
         return []
-    head = ["model", "prompt tokens", "new tokens", "total s", "tok/s", "paper tok/s", "generate() s",
-            "generate() tok/s"]
+    head = ["model", "prompt tokens", "new tokens", "generate() total s", "tok/s", "paper tok/s"]
     body = [[r["model"], str(r.get("prompt_tokens", "-")), str(r.get("new_tokens", "-")), _f(r.get("total_s")),
-             _f(r.get("tokens_per_s"), "{:.1f}"), str(PAPER["fixed_prompt_tokens_per_s"].get(r["model"])),
-             _f(r.get("generate_total_s")), _f(r.get("generate_tokens_per_s"), "{:.1f}")]
+             _f(r.get("tokens_per_s"), "{:.1f}"), str(PAPER["fixed_prompt_tokens_per_s"].get(r["model"]))]
             + ([f"{'out of memory' if r.get('oom') else 'failed'}: {r['error']}"] if r.get("error") else [])
             for r in rows]
     notes = sorted({r["prompt"] for r in rows if "prompt" in r})
@@ -168,9 +167,9 @@ METHOD = """\
 - Prefill = one forward over the prompt keeping only the last position's logits (time to first
   token), median of the timed repeats; on a GPU one untimed run at each length comes first.
 - Decode = greedy steps at that context, each feeding back its argmax: warm-up steps first, then
-  the median of the timed steps (CUDA events per step on a GPU). The fast decoder reads fused
-  projection weights, keeps its cache bookkeeping on the device, and on a GPU replays the whole
-  step as one CUDA graph (and compiles its layer functions unless --compile off).
+  the median of the timed steps (CUDA events per step on a GPU). The decoder is the runtime's,
+  the one `mmmamba generate` and `eval` use: `MMModel.step` with fused projection weights and the
+  cache bookkeeping on the device, replayed as one CUDA graph on a GPU (unless --graphs off).
 - Memory: peak of each phase (prefill, decode); "peak" is the larger of the two. "cache" is the
   KV / conv + SSM state allocated for the cell. Ratios compare with the teacher at the same length.
 - BW floor = bytes a decode step must read (weights touched by the token, Mamba states read and

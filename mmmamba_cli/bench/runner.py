@@ -8,25 +8,26 @@ import torch
 
 from ..io.files import atomic_dir, write_json_atomic
 from .bandwidth import card_bandwidth
-from .cell import describe, free_memory, is_oom, measure_cell, random_ids
+from .context_length import describe, free_memory, is_oom, measure_at_length, random_ids
 from .env import environment, load_average
 from .fixed_prompt import run_fixed_prompt
 from .memory import PeakMemory
 from .models import base_config, build_variant
 from .plot import plot
 from .report import add_ratios, markdown, paper_comparison, slopes
+from ..errors import UserError
 from .settings import BenchSettings
 
 
 def _warm_up(model, settings: BenchSettings, device: torch.device) -> None:
     """One short prefill and a few decode steps: lazy initialisation, kernel compilation. Running
     out of memory here is left for the cells to record."""
-    n = min(256, settings.tokens[0])
+    n = min(256, settings.sweep.tokens[0])
     try:
         cache = model.new_cache(1, n + 8)
         logits = model(random_ids(model, n, settings.seed, device), cache=cache, logits_to_keep=1)
         for _ in range(4):
-            logits = model(logits[:, -1].argmax(-1, keepdim=True), cache=cache)
+            logits = model.step(logits[:, -1].argmax(-1), cache)[:, None]
     except Exception as e:  # noqa: BLE001
         if not is_oom(e):
             raise
@@ -55,13 +56,9 @@ def decode_mode(rows: list[dict]) -> str:
     """How the decode steps actually ran (the fast path can fall back per model)."""
     modes = {}
     for r in rows:
-        if r.get("decoder") == "static":
-            m = ", ".join(["static step, fused projections"] + ["CUDA graph"] * bool(r.get("cuda_graph"))
-                          + ["torch.compile"] * bool(r.get("compiled")))
-        elif r.get("decoder"):
-            m = f"model.forward ({r.get('note')})"
-        else:
+        if not r.get("decoder"):
             continue
+        m = ", ".join(["runtime: MMModel.step, fused projections"] + ["CUDA graph"] * bool(r.get("cuda_graph")))
         modes.setdefault(m, []).append(r["model"])
     return "; ".join(f"{m} [{', '.join(dict.fromkeys(ks))}]" for m, ks in modes.items()) or "-"
 
@@ -75,31 +72,33 @@ def memory_method(device: torch.device) -> str:
 
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print, command: str = "") -> dict:
     """Measure and return the result dictionary (``bench.json``'s content)."""
-    settings.validate()
+    errors = settings.check()
+    if errors:
+        raise UserError("bench settings: " + "; ".join(errors))
     device, dtype = settings.resolved_device(), settings.resolved_dtype()
-    if settings.threads or device.type == "cpu":
+    if settings.runtime.threads or device.type == "cpu":
         # batch-1 decode ops are too small to split, and on a shared machine threads wait on each other
-        torch.set_num_threads(settings.threads or 1)
+        torch.set_num_threads(settings.runtime.threads or 1)
     env = environment(device)
-    bandwidth = settings.bandwidth or (card_bandwidth(env["device"]["name"]) if device.type == "cuda" else None)
-    base = base_config(settings.size, settings.model_dir)
+    bandwidth = settings.runtime.bandwidth or (card_bandwidth(env["device"]["name"]) if device.type == "cuda" else None)
+    base = base_config(settings.models.size, settings.model_dir)
     rows, fixed = [], []
     with torch.inference_mode():
-        for kind in settings.models:
-            log(f"building {kind} ({settings.model_dir or settings.size}, {dtype}, {device})")
-            model = build_variant(base, kind, device, dtype, settings.impl, settings.seed, settings.model_dir)
+        for kind in settings.models.kinds:
+            log(f"building {kind} ({settings.model_dir or settings.models.size}, {dtype}, {device})")
+            model = build_variant(base, kind, device, dtype, settings.models.impl, settings.seed, settings.model_dir)
             _warm_up(model, settings, device)
             oom_at = None
-            for tokens in settings.tokens:
+            for tokens in settings.sweep.tokens:
                 if oom_at is not None:
                     rows.append(_skipped(kind, tokens, oom_at))
                     continue
-                row = measure_cell(model, kind, tokens, settings, device, bandwidth)
+                row = measure_at_length(model, kind, tokens, settings, device, bandwidth)
                 rows.append(row)
                 log(_line(row))
                 if row["oom"]:
                     oom_at = tokens
-            if settings.fixed_prompt:
+            if settings.fixed_prompt.enabled:
                 fixed.append(_fixed_prompt(model, kind, settings, device))
                 log(f"{kind} fixed prompt: {fixed[-1].get('tokens_per_s') or 0:.1f} tok/s")
             del model

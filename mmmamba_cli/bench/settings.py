@@ -1,103 +1,140 @@
-"""What a benchmark run measures, validated in one place (all problems reported at once)."""
+"""What a benchmark run measures: a typed recipe in sections (``models``, ``sweep``,
+``fixed_prompt``, ``runtime``), built by :func:`mmmamba_cli.recipe.build` like every other
+command's recipe, so ``key=value`` overrides (``sweep.tokens=1k,4k runtime.graphs=off``) and
+YAML files work and every problem is reported at once."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Optional, Union
 
 import torch
 
 from ..errors import UserError
-from ..model.attention import ATTENTION_IMPLS
 from ..model.config import PRESETS
-from ..model.device import DTYPES, resolve_device, resolve_dtype
+from ..model.device import resolve_device, resolve_dtype
+from ..recipe import build, merge, parse_overrides
 
 MODEL_KINDS = ("teacher", "linear", "hybrid")
-TEACHER_IMPLS = ATTENTION_IMPLS
-SWITCH = ("auto", "on", "off")
 DEFAULT_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768)
+
+
+@dataclass
+class ModelsSection:
+    kinds: Union[list[str], str] = field(default_factory=lambda: list(MODEL_KINDS))
+    """Models to compare: teacher, linear, hybrid (hybrid keeps attention in every 4th layer from 0)."""
+    size: str = "tiny"
+    """Shape preset for randomly initialised models (speed does not depend on the weights)."""
+    model_dir: Optional[str] = None
+    """Take the shapes (and, for its own kind, the weights) from this model directory instead."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bfloat16 on CUDA, float32 on CPU."""
+    device: str = "auto"
+    """auto (cuda when available) | cpu | cuda[:N]."""
+    teacher_impl: Literal["sdpa", "eager"] = "sdpa"
+    """sdpa: fused attention, grouped KV read once; eager: KV repeated per head, fp32 softmax
+    (the paper's teacher). Prefill always uses SDPA: an eager prefill needs (l x l) scores."""
+    impl: Literal["auto", "torch", "kernel"] = "auto"
+    """Mamba scan implementation."""
+
+
+@dataclass
+class SweepSection:
+    tokens: Union[list[int], str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
+    """Context lengths (prompt tokens before the measured decode steps); '1k,4k' works too."""
+    decode_steps: int = 32
+    """Timed decode steps per cell (median reported)."""
+    warmup_steps: int = 4
+    """Untimed decode steps first."""
+    repeats: int = 3
+    """Timed prefills per cell (median reported)."""
+    prefill_budget_s: float = 30.0
+    """Stop repeating a cell's prefill once this much time is spent."""
+
+
+@dataclass
+class FixedPromptSection:
+    enabled: bool = True
+    """The paper's one-image, 'Describe the image specifically' test through the runtime's generate."""
+    new_tokens: int = 256
+
+
+@dataclass
+class RuntimeSection:
+    graphs: Union[Literal["auto", "on", "off"], bool] = "auto"
+    """CUDA-graph replay of the decode step: auto (on CUDA) | on | off (YAML's true / false too)."""
+    threads: Optional[int] = None
+    """torch CPU threads (None: 1 on a CPU device, torch's default on CUDA)."""
+    bandwidth: Optional[float] = None
+    """Memory bandwidth in bytes/s for the decode floor (None: from the GPU's name)."""
 
 
 @dataclass
 class BenchSettings:
     """One sweep over models x context lengths, plus the paper's fixed-prompt test."""
 
-    tokens: list[int] = field(default_factory=lambda: list(DEFAULT_TOKENS))
-    """Context lengths (prompt tokens before the measured decode steps)."""
-    models: list[str] = field(default_factory=lambda: list(MODEL_KINDS))
-    size: str = "tiny"
-    """Shape preset for randomly initialised models (speed does not depend on the weights)."""
-    model_dir: Path | None = None
-    """Take the shapes (and, for its own kind, the weights) from this model directory instead."""
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
-    device: str = "auto"  # auto: cuda when available
-    teacher_impl: str = "sdpa"
-    """sdpa: fused attention, grouped KV read once; eager: KV repeated per head, fp32 softmax
-    (the paper's teacher). Prefill always uses SDPA: an eager prefill needs (l x l) scores."""
-    decode_steps: int = 32  # timed decode steps per cell (median reported)
-    warmup_steps: int = 4  # untimed decode steps first
-    repeats: int = 3  # timed prefills per cell (median reported)
-    prefill_budget_s: float = 30.0  # stop repeating a cell's prefill once this much time is spent
-    fixed_prompt: bool = True  # the paper's one-image, 256-new-token test
-    new_tokens: int = 256
-    graphs: str = "auto"  # CUDA-graph replay of the decode step (auto: on CUDA)
-    compile: str = "auto"  # torch.compile the decode step's layer functions (auto: on CUDA)
-    impl: str = "auto"  # Mamba scan implementation: auto | torch | kernel
-    threads: int | None = None  # torch CPU threads (None: 1 on a CPU device, torch's default on CUDA)
-    bandwidth: float | None = None  # memory bandwidth in bytes/s (None: from the device name)
+    models: ModelsSection = field(default_factory=ModelsSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
+    fixed_prompt: FixedPromptSection = field(default_factory=FixedPromptSection)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
     seed: int = 0
 
-    def validate(self) -> "BenchSettings":
-        errors = []
-        if not self.tokens:
-            errors.append("--tokens: give at least one context length")
-        if any(t < 16 for t in self.tokens):
-            errors.append(f"--tokens: lengths must be >= 16, got {min(self.tokens)}")
-        if len(set(self.tokens)) != len(self.tokens):
-            errors.append("--tokens: duplicate context length")
-        bad = [m for m in self.models if m not in MODEL_KINDS]
-        if bad or not self.models:
-            errors.append(f"--models: unknown {bad} (choose from {', '.join(MODEL_KINDS)})" if bad
-                          else "--models: give at least one model")
-        if self.model_dir is None and self.size not in PRESETS:
-            errors.append(f"--size {self.size!r}: choose one of {', '.join(PRESETS)}")
-        if self.model_dir is not None and not Path(self.model_dir).exists():
-            errors.append(f"--model {self.model_dir}: no such directory")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            errors.append(f"--dtype {self.dtype!r}: choose auto or one of {', '.join(DTYPES)}")
-        if self.teacher_impl not in TEACHER_IMPLS:
-            errors.append(f"--teacher-impl {self.teacher_impl!r}: choose {' or '.join(TEACHER_IMPLS)}")
-        for name in ("graphs", "compile"):
-            if getattr(self, name) not in SWITCH:
-                errors.append(f"--{name} {getattr(self, name)!r}: choose auto, on or off")
-        if self.impl not in ("auto", "torch", "kernel"):
-            errors.append(f"--impl {self.impl!r}: choose auto, torch or kernel")
-        if self.decode_steps < 1 or self.repeats < 1 or self.new_tokens < 1 or self.warmup_steps < 0:
-            errors.append("--steps, --repeats and --new-tokens must be >= 1 (warm-up >= 0)")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            errors.append(f"--device {self.device!r}: choose auto, cpu or cuda[:N]")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            errors.append(f"--device {self.device}: CUDA is not available on this machine")
-        if errors:
-            raise UserError("; ".join(errors))
-        self.tokens = sorted(self.tokens)
-        return self
+    def check(self) -> list[str]:
+        """Semantic problems (types are the schema's); also turns '1k,4k' / 'a,b' strings into lists."""
+        errors, m, s = [], self.models, self.sweep
+        if isinstance(s.tokens, str):
+            try:
+                s.tokens = parse_tokens(s.tokens)
+            except UserError as e:
+                errors.append(str(e))
+                s.tokens = []
+        if isinstance(m.kinds, str):
+            m.kinds = parse_models(m.kinds)
+        if isinstance(self.runtime.graphs, bool):  # YAML reads on / off as booleans
+            self.runtime.graphs = "on" if self.runtime.graphs else "off"
+        if not s.tokens:
+            errors.append("sweep.tokens: give at least one context length")
+        elif any(t < 16 for t in s.tokens):
+            errors.append(f"sweep.tokens: lengths must be >= 16, got {min(s.tokens)}")
+        if len(set(s.tokens)) != len(s.tokens):
+            errors.append("sweep.tokens: duplicate context length")
+        bad = [k for k in m.kinds if k not in MODEL_KINDS]
+        if bad or not m.kinds:
+            errors.append(f"models.kinds: unknown {bad} (choose from {', '.join(MODEL_KINDS)})" if bad
+                          else "models.kinds: give at least one model")
+        if m.model_dir is None and m.size not in PRESETS:
+            errors.append(f"models.size {m.size!r}: choose one of {', '.join(PRESETS)}")
+        if m.model_dir is not None and not Path(m.model_dir).exists():
+            errors.append(f"models.model_dir {m.model_dir}: no such directory")
+        if s.decode_steps < 1 or s.repeats < 1 or self.fixed_prompt.new_tokens < 1 or s.warmup_steps < 0:
+            errors.append("sweep.decode_steps, sweep.repeats and fixed_prompt.new_tokens must be >= 1 "
+                          "(sweep.warmup_steps >= 0)")
+        if m.device not in ("auto", "cpu") and not m.device.startswith("cuda"):
+            errors.append(f"models.device {m.device!r}: choose auto, cpu or cuda[:N]")
+        if m.device.startswith("cuda") and not torch.cuda.is_available():
+            errors.append(f"models.device {m.device}: CUDA is not available on this machine")
+        s.tokens = sorted(s.tokens)
+        return errors
 
     def resolved_device(self) -> torch.device:
-        return resolve_device(self.device)
+        return resolve_device(self.models.device)
 
     def resolved_dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype, self.resolved_device())
+        return resolve_dtype(self.models.dtype, self.resolved_device())
 
-    def switch(self, name: str) -> bool:
-        """Resolve an auto|on|off switch: auto means on for CUDA."""
-        value = getattr(self, name)
-        return value == "on" or (value == "auto" and self.resolved_device().type == "cuda")
+    @property
+    def model_dir(self) -> Path | None:
+        return Path(self.models.model_dir) if self.models.model_dir else None
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["model_dir"] = str(self.model_dir) if self.model_dir else None
-        return d
+        return dataclasses.asdict(self)
+
+
+def bench_settings(values: dict | None = None, overrides: list[str] | dict | None = None) -> BenchSettings:
+    """Schema defaults <- ``values`` (nested, e.g. from the command's options) <- ``key=value``
+    overrides, validated: every problem in one UserError."""
+    return build(BenchSettings, merge(values or {}, parse_overrides(overrides)), "bench settings")
 
 
 def parse_tokens(spec: str) -> list[int]:

@@ -16,6 +16,9 @@ DEFAULT_OUT = Path("runs/bench")
 
 
 def command(
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Settings overrides key=value with dotted keys, e.g. sweep.decode_steps=8 runtime.graphs=off "
+             "(sections: models, sweep, fixed_prompt, runtime).")] = None,
     tokens: Annotated[str, typer.Option(help="Context lengths, k = 1024: e.g. 1k,4k,32k,103000,128k.")]
     = "1k,2k,4k,8k,16k,32k",
     models: Annotated[str, typer.Option(help="Models to compare: teacher,linear,hybrid (hybrid keeps "
@@ -37,8 +40,6 @@ def command(
                                                "'Describe the image specifically').")] = True,
     new_tokens: Annotated[int, typer.Option(help="New tokens in the fixed-prompt test.")] = 256,
     graphs: Annotated[str, typer.Option(help="CUDA-graph decode step: auto (on CUDA) | on | off.")] = "auto",
-    compile_step: Annotated[str, typer.Option(
-        "--compile", help="torch.compile the decode step: auto (on CUDA) | on | off.")] = "auto",
     impl: Annotated[str, typer.Option(help="Mamba scan: auto (mamba-ssm kernels on CUDA when installed) | "
                                       "torch | kernel.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(
@@ -53,17 +54,19 @@ def command(
 ) -> None:
     """Benchmark prefill latency, per-token decode latency and peak memory against context length."""
     from ..bench.runner import failures, run_bench, write_results
+    from ..bench.settings import bench_settings
     from ..errors import UserError
     from ..io.files import check_output_dir
     from ..io.tokenizer import allow_remote_code
-    from ..bench.settings import BenchSettings, parse_models, parse_tokens
 
     out = out if out is not None else DEFAULT_OUT
-    settings = BenchSettings(
-        tokens=parse_tokens(tokens), models=parse_models(models), size=size, model_dir=model, dtype=dtype,
-        device=device, teacher_impl=teacher_impl, decode_steps=steps, warmup_steps=warmup, repeats=repeats,
-        fixed_prompt=fixed_prompt, new_tokens=new_tokens, graphs=graphs, compile=compile_step, impl=impl,
-        threads=threads, bandwidth=bandwidth * 1e9 if bandwidth else None, seed=seed).validate()
+    settings = bench_settings({
+        "models": {"kinds": models, "size": size, "model_dir": str(model) if model else None, "dtype": dtype,
+                   "device": device, "teacher_impl": teacher_impl, "impl": impl},
+        "sweep": {"tokens": tokens, "decode_steps": steps, "warmup_steps": warmup, "repeats": repeats},
+        "fixed_prompt": {"enabled": fixed_prompt, "new_tokens": new_tokens},
+        "runtime": {"graphs": graphs, "threads": threads, "bandwidth": bandwidth * 1e9 if bandwidth else None},
+        "seed": seed}, overrides)
     check_output_dir(out, force)  # fail before measuring, not after
     cmd = "mmmamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with step_progress() as progress, allow_remote_code(trust_remote_code):  # fixed-prompt reads the tokenizer

@@ -1,4 +1,4 @@
-"""`mmmamba generate`: answer a prompt (optionally about an image) with any model."""
+"""`mmmamba generate`: answer a prompt (optionally about an image) with any model, streamed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,18 +17,24 @@ def command(
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (0 < p <= 1).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End the answer at this text "
+                                                      "(repeatable).")] = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Generate an answer: prefill once, then decode token by token with the hybrid cache."""
-    from ..chat import answer
+    """Generate an answer: prefill once, then decode token by token, printing as it goes."""
     from ..errors import UserError
     from ..io.tokenizer import allow_remote_code
+    from ..runtime.chat import answer
 
     if image is not None and not image.is_file():
         raise UserError(f"--image {image}: no such file")
     if top_p <= 0:
         raise UserError(f"--top-p {top_p}: must be above 0 (1 keeps the whole distribution)")
+
+    def show(piece: str) -> None:
+        console.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
+
     with allow_remote_code(trust_remote_code):
-        text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                      seed=seed)
-    console.print(text, highlight=False, markup=False)
+        answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+               seed=seed, stream=show, stop=stop)
+    console.print()

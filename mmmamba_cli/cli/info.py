@@ -15,14 +15,19 @@ def command(
     config: ConfigPath = None,
 ) -> None:
     """Show a model's kind, layer layout, sizes and per-sequence decode-state memory."""
+    import torch
+
     from ..io.load import check_loadable, load_state
+    from ..model.cache import state_bytes
 
     cfg, sd, info = load_state(model, config)
     check_loadable(cfg, dict(sd), str(model))
     params = sum(t.numel() for t in sd.values())
     s = cfg.llm_layer
-    kv_per_token = sum(2 * cfg.shape(i).num_kv_heads * cfg.shape(i).head_dim * 2 for i in cfg.attention_layers)
-    ssm = sum(cfg.shape(i).num_heads * cfg.shape(i).head_dim ** 2 * 4 for i in cfg.mamba_layers)
+    weights = next((t for t in sd.values() if t.is_floating_point()), None)
+    dtype = weights.dtype if weights is not None else torch.float32
+    sizes = state_bytes(cfg, dtype.itemsize)  # the cache is made in the weights' dtype (SSM state fp32)
+    dname = str(dtype).removeprefix("torch.")
     t = Table(show_header=False, box=None)
     rows = [("source", f"{info.source} ({info.format})"), ("kind", cfg.kind), ("parameters", f"{params:,}"),
             ("layers", f"{cfg.num_layers} ({cfg.num_embed_layers} embedding + {cfg.num_llm_layers} LLM)"),
@@ -35,8 +40,8 @@ def command(
                                                    f"{cfg.output_vocab_size}"),
             ("vision", "none" if cfg.vision is None else
              f"{cfg.vision.image_size}px tiles, {cfg.vision.tokens_per_tile} tokens each"),
-            ("KV cache per token (bf16)", f"{kv_per_token:,} bytes"),
-            ("SSM state per sequence (fp32)", f"{ssm:,} bytes")]
+            (f"KV cache per token ({dname})", f"{sizes['kv_per_token']:,} bytes"),
+            ("Mamba state per sequence", f"{sizes['conv'] + sizes['ssm']:,} bytes (conv {dname}, SSM fp32)")]
     rows += [("note", n) for n in info.notes]
     for k, v in rows:
         t.add_row(f"[bold]{k}", v)

@@ -98,9 +98,10 @@ def _evaluate(models: dict[str, Path], teacher: Path, out: Path, limit, log) -> 
 
 def _bench(teacher: Path, tokens: list[int], out: Path, log) -> dict:
     from ..bench.runner import run_bench, write_results
-    from ..bench.settings import BenchSettings
+    from ..bench.settings import bench_settings
 
-    settings = BenchSettings(tokens=list(tokens), model_dir=teacher, fixed_prompt=False).validate()
+    settings = bench_settings({"sweep": {"tokens": list(tokens)}, "models": {"model_dir": str(teacher)},
+                               "fixed_prompt": {"enabled": False}})
     result = run_bench(settings, log=log, command="mmmamba demo")
     write_results(result, out, force=True)
     return result

@@ -114,11 +114,11 @@ def _saved_per_token(config, index: int, mix_only: bool, precision: str) -> floa
     from ..model.model import DecoderLayer, MMModel
 
     layer = DecoderLayer(config, index)
-    rope_model = MMModel.__new__(MMModel)  # prepare() needs only the config
+    rope_model = MMModel.__new__(MMModel)  # layer_inputs() needs only the config
     rope_model.config = config
     ids = torch.zeros(1, PROBE_TOKENS, dtype=torch.long)
-    ropes, key_mask, valid = MMModel.prepare(rope_model, ids)
-    rope = ropes["embed" if index < config.num_embed_layers else "llm"]
+    inputs = MMModel.layer_inputs(rope_model, ids)
+    rope, key_mask, valid = inputs.rope(index), inputs.key_mask, inputs.valid
     h = torch.randn(1, PROBE_TOKENS, config.hidden_size, requires_grad=True)
     params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
     seen: dict[int, int] = {}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..model.model import LayerInputs
 from .losses import mse_sum, nonpad_mask
 
 
@@ -24,10 +25,7 @@ class Trace:
 
     inputs: dict[int, torch.Tensor]   # layer -> residual stream entering it (b, l, C)
     targets: dict[int, torch.Tensor]  # layer -> attention output per head, before W_O (b, l, h*d)
-    ropes: dict
-    key_mask: torch.Tensor | None
-    valid: torch.Tensor | None
-    seq_idx: torch.Tensor | None = None  # packed rows
+    layer_inputs: LayerInputs         # positions, RoPE and masks of the batch (shared by both models; seq_idx for packed rows)
 
 
 @torch.no_grad()
@@ -35,16 +33,12 @@ def teacher_trace(teacher: nn.Module, batch: dict, layers: list[int]) -> Trace:
     """Run the teacher up to the last layer in ``layers``, keeping each such layer's input and target."""
     ids = batch["input_ids"]
     h = teacher.embed(ids, batch.get("pixel_values"))  # (b, l, C)
-    seq_idx = batch.get("seq_idx")
-    ropes, key_mask, valid = teacher.prepare(ids, batch.get("attention_mask"), None, seq_idx)
+    li = teacher.layer_inputs(ids, batch.get("attention_mask"), batch.get("seq_idx"))
     inputs, targets, wanted = {}, {}, set(layers)
-    for i, layer in enumerate(teacher.layers[: max(layers) + 1]):
-        y = layer.mix(h, teacher.rope_for(ropes, i), key_mask, valid, None, seq_idx)  # (b, l, h*d)
+    for i, h_in, y in teacher.trace_mixers(h, li, stop=max(layers) + 1):  # the teacher's output flows on
         if i in wanted:
-            inputs[i], targets[i] = h, y
-        h = h + layer.mixer_out(y)  # the teacher's output flows on
-        h = h + layer.mlp(layer.ffn_norm(h))
-    return Trace(inputs, targets, ropes, key_mask, valid, seq_idx)
+            inputs[i], targets[i] = h_in, y  # (b, l, C), (b, l, h*d)
+    return Trace(inputs, targets, li)
 
 
 class LayerwiseStudent(nn.Module):
@@ -60,8 +54,7 @@ class LayerwiseStudent(nn.Module):
         mask = nonpad_mask(batch)  # (b, l): pads never count
         sums = {}
         for i in self.mamba_layers:
-            rope = self.student.rope_for(trace.ropes, i)
-            y = self.student.layers[i].mix(trace.inputs[i], rope, trace.key_mask, trace.valid, None, trace.seq_idx)
+            y = self.student.mixer_output(i, trace.inputs[i], trace.layer_inputs)
             sums[i] = mse_sum(y, trace.targets[i], mask)
         out = {"mse": torch.stack(list(sums.values())).mean()}
         out.update({f"mse.layer{i}": s.detach() for i, s in sums.items()})

@@ -7,6 +7,11 @@ tokens before it. With p_T, p_S the teacher's and student's next-token distribut
 - ``kl``: mean over scored tokens of KL(p_T || p_S) (nats per token);
 - ``top1_agreement``: fraction of scored tokens where argmax p_S == argmax p_T;
 - ``ppl`` / ``teacher_ppl``: exp(mean negative log-likelihood of the actual token) of each model.
+
+Memory stays bounded whatever the vocabulary and the lengths: each model runs one forward to its
+final hidden state, only the scored positions' rows are kept, and their logits are made and
+reduced ``chunk`` rows at a time (``ops.divergence.token_stats``), never as (b, l, V) tensors
+(256 rows: a few (256, V) fp32 temporaries, ~50 MB each at a 49k vocabulary).
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ def teacher_forced(item: EvalItem, task: Task, tokenizer, model: MMModel) -> dic
 
 @torch.no_grad()
 def fidelity(teacher: MMModel, student: MMModel, tokenizer, task: Task, batch_size: int = 16,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+             progress: Callable[[int, int], None] | None = None, chunk: int = 256) -> dict[str, float]:
     check_vocabulary(teacher.config, student.config, "student")
     device = next(student.parameters()).device
     sums = {"kl": 0.0, "agree": 0.0, "nll": 0.0, "teacher_nll": 0.0}
@@ -46,12 +51,11 @@ def fidelity(teacher: MMModel, student: MMModel, tokenizer, task: Task, batch_si
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
         pixels = b["pixel_values"].to(device) if b["pixel_values"] is not None else None
         target = scored_targets(ids, mask, student.config.img_context_token_id)  # (b, L)
-        first = torch.where(target.any(1), target.float().argmax(1), ids.shape[1] - 1).min()  # >= 1
-        keep = ids.shape[1] - int(first) + 1  # logits from the first predicting position on
-        lt = teacher(ids, pixels, mask, logits_to_keep=keep)[:, :-1]  # (b, keep-1, V)
-        ls = student(ids, pixels, mask, logits_to_keep=keep)[:, :-1]
-        tgt, m = ids[:, -(keep - 1):], target[:, -(keep - 1):]  # the tokens those logits predict
-        stats = token_stats(ls, lt, m, targets=tgt)
+        sel = target[:, 1:]  # positions 0..L-2 predicting a scored token
+        tgt = ids[:, 1:][sel]  # (n,)
+        ht = teacher.final_hidden(ids, pixels, mask)[:, :-1][sel]  # (n, C)
+        hs = student.final_hidden(ids, pixels, mask)[:, :-1][sel]
+        stats = _chunked_stats(teacher, student, ht, hs, tgt, chunk)
         for k in sums:
             sums[k] += stats[k]
         count += stats["tokens"]
@@ -61,3 +65,14 @@ def fidelity(teacher: MMModel, student: MMModel, tokenizer, task: Task, batch_si
     n = max(count, 1)
     return {"kl": sums["kl"] / n, "top1_agreement": sums["agree"] / n, "ppl": math.exp(sums["nll"] / n),
             "teacher_ppl": math.exp(sums["teacher_nll"] / n), "tokens": count}
+
+
+def _chunked_stats(teacher: MMModel, student: MMModel, ht: torch.Tensor, hs: torch.Tensor, tgt: torch.Tensor,
+                   chunk: int) -> dict[str, float]:
+    """token_stats over rows of hidden states (n, C), logits made ``chunk`` rows at a time."""
+    out = {"kl": 0.0, "agree": 0.0, "nll": 0.0, "teacher_nll": 0.0, "tokens": 0}
+    for i in range(0, ht.shape[0], chunk):
+        lt, ls = teacher.lm_head(ht[i:i + chunk]), student.lm_head(hs[i:i + chunk])  # (c, V)
+        for k, v in token_stats(ls, lt, targets=tgt[i:i + chunk], chunk=chunk).items():
+            out[k] += v
+    return out

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ..data import collate
-from ..model.generate import SamplingSettings, generate
+from ..runtime import SamplingSettings, generate
 from ..model.model import MMModel
 from .items import EvalItem, Task
 from .prompts import estimated_length, prompt_inputs

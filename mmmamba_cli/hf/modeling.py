@@ -8,12 +8,11 @@ pass shares those children and is held outside the module tree (no ``model.`` pr
 
 Generation: the cache is our :class:`HybridCache` (KV for attention layers, conv + SSM state for
 Mamba layers). The first forward call of ``generate`` creates it; later calls feed only the
-tokens it has not seen. Left-padded batches work (pads never reach a Mamba state); beam search
-reorders the cache rows.
+tokens it has not seen, one token at a time through ``MMModel.step`` (the runtime's decode step).
+Left-padded batches work (pads never reach a Mamba state); beam search reorders the cache rows
+(``HybridCache.reorder``).
 """
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +80,12 @@ class MMMambaForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             cache = self.core.new_cache(input_ids.shape[0], input_ids.shape[1] + CACHE_HEADROOM)
         keep = logits_to_keep if isinstance(logits_to_keep, int) else 0
-        logits = self.core(input_ids, pixel_values, attention_mask, cache=cache, logits_to_keep=keep)
+        if (cache is not None and cache.seen and input_ids.shape[1] == 1 and pixel_values is None
+                and (attention_mask is None or bool(attention_mask.all())) and not torch.is_grad_enabled()):
+            self.core.fuse_for_decode()
+            logits = self.core.step(input_ids, cache)[:, None]  # (b, 1, V): one decode step
+        else:
+            logits = self.core(input_ids, pixel_values, attention_mask, cache=cache, logits_to_keep=keep)
         loss = None
         if labels is not None and not keep:
             loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
@@ -106,16 +110,4 @@ class MMMambaForCausalLM(PreTrainedModel, GenerationMixin):
     @staticmethod
     def _reorder_cache(cache: HybridCache, beam_idx: torch.LongTensor) -> HybridCache:
         """Beam search: row i of the cache becomes row beam_idx[i]."""
-        return reorder_cache(cache, beam_idx)
-
-
-def reorder_cache(cache: HybridCache, index: torch.LongTensor) -> HybridCache:
-    """Select batch rows of every layer state (KV, conv, SSM), the mask and the positions, in place."""
-    for state in cache.layers:
-        for f in dataclasses.fields(state):
-            value = getattr(state, f.name)
-            if isinstance(value, torch.Tensor):
-                setattr(state, f.name, value.index_select(0, index.to(value.device)))
-    cache.mask = cache.mask.index_select(0, index.to(cache.mask.device))
-    cache.next_pos = cache.next_pos.index_select(0, index.to(cache.next_pos.device))
-    return cache
+        return cache.reorder(beam_idx)

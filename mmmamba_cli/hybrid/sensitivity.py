@@ -38,9 +38,9 @@ def attention_restored(student: MMModel, teacher: MMModel, i: int):
 
 
 def _inputs_per_layer(model: MMModel, batch: dict, keep: bool = True) -> tuple[list[torch.Tensor], torch.Tensor, tuple]:
-    """Inputs h_0..h_{N-1} of every layer (b, l, C) (``keep``), the final hidden state, (ropes, key_mask, valid)."""
+    """Inputs h_0..h_{N-1} of every layer (b, l, C) (``keep``), the final hidden state, the layer inputs."""
     ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
-    prep = model.prepare(ids, mask)
+    prep = model.layer_inputs(ids, mask)
     h, hs = model.embed(ids, pixels), []
     for i in range(len(model.layers)):
         if keep:
@@ -50,8 +50,7 @@ def _inputs_per_layer(model: MMModel, batch: dict, keep: bool = True) -> tuple[l
 
 
 def _layer(model: MMModel, i: int, h: torch.Tensor, prep) -> torch.Tensor:
-    ropes, key_mask, valid = prep
-    return model.layers[i](h, model.rope_for(ropes, i), key_mask, valid)
+    return model.run_layers(h, prep, i, i + 1)
 
 
 def _logits(model: MMModel, h: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,7 @@
 """The model: one class for teacher, linear student and hybrid, and one cache."""
 from .cache import HybridCache
 from .config import ATTENTION, MAMBA, LayerShape, MambaSettings, ModelConfig, VisionSettings, preset
-from .generate import SamplingSettings, generate
-from .model import MMModel
+from .model import LayerInputs, MMModel
 
-__all__ = ["ATTENTION", "MAMBA", "HybridCache", "LayerShape", "MambaSettings", "MMModel", "ModelConfig",
-           "SamplingSettings", "VisionSettings", "generate", "preset"]
+__all__ = ["ATTENTION", "MAMBA", "HybridCache", "LayerInputs", "LayerShape", "MambaSettings", "MMModel",
+           "ModelConfig", "VisionSettings", "preset"]

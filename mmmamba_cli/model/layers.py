@@ -1,4 +1,5 @@
-"""Building blocks shared by every layer type: RMSNorm, rotary embedding, SwiGLU MLP."""
+"""Building blocks shared by every layer type: RMSNorm, rotary embedding, SwiGLU MLP, and the
+row-fused projection weights a decode step reads."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,45 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+class FusedRows:
+    """A row-stacked copy of several ``nn.Linear`` weights (and biases) read as one matrix.
+
+    A batch-1 decode step multiplies one token by every matrix, so it is bound by the number of
+    kernels and the bytes read; one product instead of several does the same arithmetic. The copy
+    is not a parameter (state dicts, optimisers and training never see it); ``current`` tells
+    whether the sources still hold what was copied (same storage, no in-place update since).
+    """
+
+    def __init__(self, linears: list[nn.Linear]):
+        with torch.no_grad():
+            self.weight = torch.cat([m.weight.detach() for m in linears], 0)
+            self.bias = None if all(m.bias is None for m in linears) else torch.cat(
+                [m.bias.detach() if m.bias is not None else m.weight.new_zeros(m.weight.shape[0]) for m in linears])
+        self.sizes = [m.weight.shape[0] for m in linears]
+        self._stamp = self.stamp(linears)
+
+    @staticmethod
+    def stamp(linears: list[nn.Linear]) -> list[tuple[int, int]]:
+        return [(t.data_ptr(), _version(t)) for m in linears for t in (m.weight, m.bias) if t is not None]
+
+    def current(self, linears: list[nn.Linear]) -> bool:
+        return self.stamp(linears) == self._stamp
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (..., in) -> the outputs of the fused linears, in order."""
+        return list(F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1))
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place updates so far (inference-mode tensors keep no count: storage identity only)."""
+    return -1 if t.is_inference() else t._version
+
+
+def refresh_fused(fused: FusedRows | None, linears: list[nn.Linear]) -> FusedRows:
+    """``fused`` when still current, else a new copy."""
+    return fused if fused is not None and fused.current(linears) else FusedRows(linears)
+
+
 class SwiGLU(nn.Module):
     """InternLM2 / Llama MLP: w2(silu(w1 x) * w3 x)."""
 
@@ -31,9 +71,20 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(hidden, intermediate, bias=False)  # gate
         self.w3 = nn.Linear(hidden, intermediate, bias=False)  # up
         self.w2 = nn.Linear(intermediate, hidden, bias=False)  # down
+        self.fused: FusedRows | None = None  # [w1; w3] for decoding (``fuse``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """The same for a decode step, through the fused [w1; w3] when there is one."""
+        if self.fused is None:
+            return self(x)
+        gate, up = self.fused(x)
+        return self.w2(F.silu(gate) * up)
+
+    def fuse(self, on: bool = True) -> None:
+        self.fused = refresh_fused(self.fused, [self.w1, self.w3]) if on else None
 
 
 def rope_inv_freq(shape: LayerShape, seq_len: int, device=None) -> tuple[torch.Tensor, float]:

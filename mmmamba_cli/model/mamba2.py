@@ -16,7 +16,7 @@ from torch import nn
 from ..ops.kernels import ssd_scan, ssd_update
 from .cache import SSMState
 from .config import LayerShape, MambaSettings
-from .layers import RMSNorm
+from .layers import FusedRows, RMSNorm, refresh_fused
 
 
 class Mamba2(nn.Module):
@@ -36,7 +36,15 @@ class Mamba2(nn.Module):
         self.A_log = nn.Parameter(torch.zeros(h))
         self.z_proj = nn.Linear(hidden, h * d, bias=False)
         self.norm = RMSNorm(d, eps=settings.norm_eps)
+        self.fused: FusedRows | None = None  # [x; B; C; z; dt] for decoding (``fuse``)
         self.reset_new_parameters()
+
+    def in_projections(self) -> list[nn.Linear]:
+        return [self.x_proj, self.B_proj, self.C_proj, self.z_proj, self.dt_proj]
+
+    def fuse(self, on: bool = True) -> None:
+        """Read the five input projections as one matrix in ``step`` (``on=False`` undoes it)."""
+        self.fused = refresh_fused(self.fused, self.in_projections()) if on else None
 
     @torch.no_grad()
     def reset_new_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -56,10 +64,6 @@ class Mamba2(nn.Module):
             else nn.init.xavier_uniform_(w, gain=s.gate_gain)
         self.z_proj.weight.copy_(w)
         self.norm.weight.fill_(1.0)
-
-    def forward(self, u, cos=None, sin=None, key_mask=None, state: SSMState | None = None,
-                valid: torch.Tensor | None = None, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out_proj(self.core(u, valid=valid, state=state, seq_idx=seq_idx))
 
     def core(self, u: torch.Tensor, valid: torch.Tensor | None = None,
              state: SSMState | None = None, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,14 +94,11 @@ class Mamba2(nn.Module):
             dt = dt * valid[..., None]
         A = -torch.exp(self.A_log.float())  # (h,)
         impl = self.settings.impl
-        if state is not None and l == 1 and state is not None:
-            y = ssd_update(state.ssm, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], impl=impl)[:, None]
-        else:
-            init = state.ssm if state is not None else None
-            y, final = ssd_scan(x, dt, A, B, C, self.settings.chunk_size, initial_state=init, impl=impl,
-                                seq_idx=seq_idx)
-            if state is not None:
-                state.ssm.copy_(final)
+        init = state.ssm if state is not None else None
+        y, final = ssd_scan(x, dt, A, B, C, self.settings.chunk_size, initial_state=init, impl=impl,
+                            seq_idx=seq_idx)
+        if state is not None:
+            state.ssm.copy_(final)
         # 5. per-head norm, SiLU gate
         y = self.norm(y.to(u.dtype)) * F.silu(self.z_proj(u)).view(b, l, h, d)
         return y.reshape(b, l, h * d)
@@ -126,3 +127,35 @@ class Mamba2(nn.Module):
             same = (seq_idx[:, j:] == seq_idx[:, :-j])[..., None].to(xBC.dtype)  # (b, l-j, 1)
             out = out + F.pad(xBC[:, :-j] * w[:, k - 1 - j] * same, (0, 0, j, 0))  # shifted j steps later
         return out
+
+    def step(self, u: torch.Tensor, state: SSMState) -> torch.Tensor:
+        """One token: u (b, C) normed input -> per-head output after the gate (b, h*d).
+
+        The recurrence of ``core`` for l = 1, updating ``state`` in place with static shapes and no
+        host synchronisation (so it can be captured in a CUDA graph).
+        """
+        b = u.shape[0]
+        h, hkv, d = self.shape.num_heads, self.shape.num_kv_heads, self.shape.head_dim
+        # 1. projections x <- V, B <- K, C <- Q, gate z, dt (one matrix once fused)
+        if self.fused is not None:
+            x, B, C, z, dt = self.fused(u)
+            xBC = torch.cat([x, B, C], dim=-1)
+        else:
+            xBC = torch.cat([self.x_proj(u), self.B_proj(u), self.C_proj(u)], dim=-1)  # (b, ch)
+            z, dt = self.z_proj(u), self.dt_proj(u)
+        # 2. causal depthwise conv over the last d_conv inputs, then SiLU
+        window = torch.cat([state.conv, xBC[..., None].to(state.conv.dtype)], dim=-1)  # (b, ch, k)
+        state.conv.copy_(window[..., 1:])
+        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(u.dtype)
+        x, B, C = torch.split(xBC, [hkv * d, hkv * d, h * d], dim=-1)
+        # 3. each KV head's x and B serve its G query heads
+        g = h // hkv
+        x = x.view(b, hkv, 1, d).expand(b, hkv, g, d).reshape(b, h, d)
+        B = B.view(b, hkv, 1, d).expand(b, hkv, g, d).reshape(b, h, d)
+        # 4. S = exp(dt A) S + dt x B^T ; y = S C
+        dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, h)
+        A = -torch.exp(self.A_log.float())
+        y = ssd_update(state.ssm, x, dt, A, B, C.view(b, h, d), impl=self.settings.impl)  # (b, h, d)
+        # 5. per-head norm, SiLU gate
+        y = self.norm(y.to(u.dtype)) * F.silu(z).view(b, h, d)
+        return y.reshape(b, h * d)

@@ -1,5 +1,8 @@
 """One measurement: a model at one context length -> one row of ``bench.json``.
 
+Decoding goes through the runtime's own decoder (``runtime.make_decoder``: ``MMModel.step``, a CUDA
+graph of it on CUDA), the one ``mmmamba generate`` and ``eval`` use, with fused projections.
+
 Prefill: a fresh cache sized for the whole cell, one forward over ``tokens`` random ids keeping
 only the last position's logits (the time to first token); median of ``repeats`` runs (a GPU
 also gets one untimed run first, for kernel autotuning at this length). Decode: ``warmup_steps``
@@ -11,8 +14,6 @@ result: the row says ``oom: true`` and in which phase. Any other error is kept i
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -20,8 +21,8 @@ from ..model.model import MMModel
 from .bandwidth import decode_bytes
 from .memory import PeakMemory
 from .models import set_attention_impl, weight_bytes
+from ..runtime.decoder import make_decoder
 from .settings import BenchSettings
-from .static_decode import try_static_decoder
 from .timing import median, time_steps, timed
 
 
@@ -40,21 +41,17 @@ def free_memory(device: torch.device) -> None:
 
 
 def capacity(tokens: int, settings: BenchSettings, device: torch.device) -> int:
-    """Cache slots for the prompt and every decode step (rounded up on a GPU so the attention
-    over the cache splits into even blocks)."""
-    need = tokens + settings.warmup_steps + settings.decode_steps + 1
-    return -(-need // 512) * 512 if device.type == "cuda" else need
+    """Cache slots for the prompt and every decode step."""
+    return tokens + settings.sweep.warmup_steps + settings.sweep.decode_steps + 1
 
 
-def make_decoder(model: MMModel, cache, settings: BenchSettings) -> tuple[Callable[[Tensor], Tensor], dict]:
-    """step(ids (b,)) -> logits (b, V) over ``cache``, and a description of how it decodes."""
-    dec, why = try_static_decoder(model, cache, is_oom, graphs=settings.switch("graphs"),
-                                  compile=settings.switch("compile"), attention=settings.teacher_impl)
-    if dec is None:  # the model's own forward, attention switched to the chosen teacher setting
-        set_attention_impl(model, settings.teacher_impl)
-        return (lambda ids: model(ids.view(-1, 1), cache=cache)[:, -1]), {"decoder": "model.forward", "note": why}
-    return dec.step, {"decoder": "static", "cuda_graph": dec.graph is not None, "compiled": dec.compiled,
-                      "note": why}
+def runtime_decoder(model: MMModel, cache, settings: BenchSettings):
+    """The runtime's decoder over ``cache`` (attention as the chosen teacher setting), and a
+    description of how it decodes."""
+    set_attention_impl(model, settings.models.teacher_impl)
+    model.fuse_for_decode()
+    dec = make_decoder(model, cache, settings.runtime.graphs)
+    return dec, {"decoder": "runtime", "cuda_graph": dec.kind == "cuda-graph", "note": ""}
 
 
 def random_ids(model: MMModel, tokens: int, seed: int, device: torch.device) -> Tensor:
@@ -65,13 +62,13 @@ def random_ids(model: MMModel, tokens: int, seed: int, device: torch.device) -> 
 def _prefill(model: MMModel, ids: Tensor, tokens: int, settings: BenchSettings, device: torch.device):
     """(cache, logits, timing fields) of the last of the repeated prefills."""
     times, cache, logits = [], None, None
-    for r in range(settings.repeats + (device.type == "cuda")):  # a GPU's first run is untimed
+    for r in range(settings.sweep.repeats + (device.type == "cuda")):  # a GPU's first run is untimed
         cache = logits = None  # free the previous run's cache first
         cache = model.new_cache(1, capacity(tokens, settings, device))
         logits, t = timed(lambda: model(ids, cache=cache, logits_to_keep=1), device)
         if device.type != "cuda" or r > 0:
             times.append(t)
-        if times and sum(x.wall for x in times) > settings.prefill_budget_s:
+        if times and sum(x.wall for x in times) > settings.sweep.prefill_budget_s:
             break
     return cache, logits, {"prefill_s": median([x.wall for x in times]), "prefill_repeats": len(times),
                            "prefill_cpu_s": median([x.cpu for x in times])}
@@ -79,21 +76,24 @@ def _prefill(model: MMModel, ids: Tensor, tokens: int, settings: BenchSettings, 
 
 def _decode(model: MMModel, cache, first: Tensor, settings: BenchSettings, device: torch.device) -> dict:
     """Warm-up steps, then the timed ones; each step feeds back its argmax."""
-    step, how = make_decoder(model, cache, settings)
+    dec, how = runtime_decoder(model, cache, settings)
     box = [first]
 
     def one() -> None:
-        box[0] = step(box[0]).argmax(-1)
+        box[0] = dec.step(box[0]).argmax(-1)
 
-    for _ in range(settings.warmup_steps):
-        one()
-    samples = time_steps(one, settings.decode_steps, device)
+    try:
+        for _ in range(settings.sweep.warmup_steps):
+            one()
+        samples = time_steps(one, settings.sweep.decode_steps, device)
+    finally:
+        dec.close()
     per_step = median([x.wall for x in samples])
     return {**how, "decode_s_per_token": per_step, "decode_tokens_per_s": 1.0 / per_step,
-            "decode_cpu_s_per_token": median([x.cpu for x in samples]), "decode_steps": settings.decode_steps}
+            "decode_cpu_s_per_token": median([x.cpu for x in samples]), "decode_steps": settings.sweep.decode_steps}
 
 
-def measure_cell(model: MMModel, kind: str, tokens: int, settings: BenchSettings,
+def measure_at_length(model: MMModel, kind: str, tokens: int, settings: BenchSettings,
                  device: torch.device, bandwidth: float | None = None) -> dict:
     row = {"model": kind, "tokens": tokens, "oom": False, "oom_phase": None, "prefill_s": None,
            "decode_s_per_token": None, "decode_tokens_per_s": None, "prefill_cpu_s": None,

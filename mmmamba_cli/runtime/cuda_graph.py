@@ -2,7 +2,7 @@
 
 A decode step at batch 1 launches hundreds of small kernels; replaying them as one graph removes
 the per-kernel CPU launch cost. The step must have static shapes and no host synchronisation
-(``static_decode.StaticDecoder`` is written that way). Everything here is a no-op question on a
+(``MMModel.step`` is written that way). Everything here is a no-op question on a
 machine without CUDA: ``graphs_supported`` says False and callers run the step eagerly.
 """
 from __future__ import annotations
