@@ -114,6 +114,8 @@ def build_model(config: ModelConfig, sd: dict[str, torch.Tensor], where: str,
         model = MMModel(config)
     check_state(model, sd, where)
     model = model.to_empty(device=device or "cpu")
+    if config.tie_word_embeddings:  # to_empty gives every parameter its own storage: tie the head again
+        model.lm_head.weight = model.embed.embed_tokens.weight
     model.load_state_dict(sd, strict=True, assign=False)
     if dtype is not None:
         model = model.to(dtype)
