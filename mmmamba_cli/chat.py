@@ -10,8 +10,11 @@ from .model import SamplingSettings, generate
 
 
 def answer(model_path, prompt: str, image=None, max_new_tokens: int = 64, temperature: float = 0.0,
-           top_p: float = 1.0, seed: int = 0) -> str:
-    from .data import build_prompt, load_image
+           top_p: float = 1.0, seed: int = 0, raw: bool = False) -> str:
+    """The model's answer to ``prompt`` in its chat format (see :mod:`mmmamba_cli.data.prompt`);
+    ``raw``: the continuation of ``prompt`` itself, without a chat wrapper."""
+    from .data import load_image
+    from .data.prompt import prompt_ids
     from .data.errors import RecordError
     from .io.load import load_model
 
@@ -26,10 +29,11 @@ def answer(model_path, prompt: str, image=None, max_new_tokens: int = 64, temper
             pixels = load_image(image, cfg.vision)
         except RecordError as e:
             raise UserError(str(e)) from None
+        if raw:
+            raise UserError("--raw continues text: it cannot take --image")
         tiles = [pixels.shape[0]]
         prompt = "<image>\n" + prompt
-    tpt = cfg.vision.tokens_per_tile if cfg.vision else 0
-    ids = torch.tensor([build_prompt(tok, prompt, tiles, tpt, cfg.system_prompt)])
+    ids = torch.tensor([prompt_ids(tok, cfg, prompt, tiles, raw=raw)])
     out = generate(model, ids, pixels, settings=SamplingSettings(max_new_tokens, temperature, top_p,
                                                                  cfg.eos_token_id, seed))[0]
     return tok.decode(out, skip_special_tokens=True)

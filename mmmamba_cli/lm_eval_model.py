@@ -81,13 +81,9 @@ class MMambaLM(TemplateLM):
         return self.tokenizer.encode(string, add_special_tokens=special)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
-        from .data import IM_END, IM_START  # the internlm2-chat template of HoVLE
+        from .data.prompt import render_chat  # the same prompt format as generate and eval
 
-        text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}" for m in chat_history)
-        return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
+        return render_chat(self.tokenizer, self.model.config, chat_history, add_generation_prompt)
 
     # ---- scoring ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -17,10 +17,12 @@ def command(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Continue the prompt text itself, without the chat template.")] = False,
 ) -> None:
     """Generate an answer: prefill once, then decode token by token with the hybrid cache."""
     from ..chat import answer
 
     text = answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                  seed=seed)
-    console.print(text, highlight=False, markup=False)
+                  seed=seed, raw=raw)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)  # no hard wrap at the console width

@@ -130,3 +130,45 @@ def text_fidelity(teacher: MMModel, models: dict[str, MMModel], sequences: list[
     if models:
         out["teacher"]["ppl"] = next(iter(out["models"].values()))["teacher_ppl"]
     return out
+
+
+def evaluate_text(models: list[str | Path], path: str | Path, teacher: str | Path, limit: int | None = None,
+                  batch_size: int = 8, max_length: int = 1024, device: str | None = None, dtype: str | None = None,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """``mmmamba eval MODELS --teacher T --task TEXT``: the report of :func:`text_fidelity`, one
+    column per model (the teacher's own perplexity first), in ``evaluate_models``' report shape."""
+    from .loading import load_for_eval
+    from .report import model_labels
+
+    log = log or (lambda message: None)
+    if teacher is None:
+        raise UserError(f"--task {path} is plain text: give --teacher to measure KL, top-1 agreement and perplexity")
+    ref, tokenizer, _ = load_for_eval(teacher, device, dtype)
+    sequences = encode_texts(read_texts(path, limit), tokenizer, max_length)
+    log(f"{path}: {len(sequences)} texts, {sum(map(len, sequences))} tokens (at most {max_length} per text)")
+    loaded = {}
+    for label, p in zip(model_labels(models), models):
+        model, _, _ = load_for_eval(p, device, dtype)
+        from .fidelity import check_compatible
+
+        check_compatible(ref, model, str(p))
+        loaded[label] = model
+        log(f"{label}: {model.config.kind}, {model.num_params() / 1e6:.1f}M parameters")
+    pad = next((p for p in (ref.config.pad_token_id, tokenizer.pad_token_id, ref.config.eos_token_id)
+                if p is not None), 0)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        log(f"scored {done}/{total} texts ({time.perf_counter() - t0:.0f} s)")
+
+    out = text_fidelity(ref, loaded, sequences, batch_size, pad, progress)
+    log(f"teacher pass {out['teacher']['seconds']:.1f} s; " + "; ".join(
+        f"{k} pass {v['seconds']:.1f} s" for k, v in out["models"].items()))
+    rows = [{"label": "teacher", "path": str(teacher), "kind": ref.config.kind,
+             "fidelity": {"ppl": out["teacher"]["ppl"], "seconds": out["teacher"]["seconds"],
+                          "tokens_per_second": out["teacher"]["tokens_per_second"]}}]
+    for (label, m), p in zip(out["models"].items(), models):
+        rows.append({"label": label, "path": str(p), "kind": loaded[label].config.kind, "fidelity": m})
+    return {"task": {"name": Path(path).stem, "kind": "text", "items": len(sequences), "source": str(path),
+                     "tokens": out["tokens"], "max_length": max_length},
+            "models": rows, "teacher": str(teacher)}
