@@ -170,3 +170,41 @@ def test_default_recipe_and_override_split():
     assert common == ["optim.lr=1", "stage=2"] and per == {2: ["train.steps=4"]}
     with pytest.raises(UserError, match="stage 3"):
         split_stage_overrides(["stage3.train.steps=1"], (1, 2))
+
+
+# ---- hybrid placement on a text student -----------------------------------------------------
+def test_auto_placement_on_a_text_student(llama, tmp_path):
+    from mmmamba_cli.hybrid.run import choose_layers
+    from mmmamba_cli.io.load import load_state
+    from mmmamba_cli.io.save import save_model_dir
+
+    _, path, _ = llama
+    seed_directory(path, tmp_path / "seed")
+    config, sd, info = load_state(tmp_path / "seed")
+    sd["layers.1.mixer.out_proj.weight"] = sd["layers.1.mixer.out_proj.weight"] * 200.0  # layer 1 is broken
+    student = tmp_path / "student"
+    save_model_dir(student, config, sd, info.tokenizer_dir)
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts(8, seed=4)))
+    keep, scores = choose_layers(student, k=1, data=data, calib_samples=4, batch_size=2, score="local")
+    assert keep == [1] and scores["method"] == "local" and scores["layers"][0]["layer"] == 1, scores
+    assert scores["layers"][0]["error"] > 100 * scores["layers"][1]["error"]
+    assert choose_layers(student, k=1, data=data, calib_samples=4, batch_size=2, score="kl")[1]["method"] == "kl"
+    # a text student without --data and no recorded training data: told what to give
+    code, msg = run("hybridize", student, "-o", tmp_path / "h", "--count", "1", "--placement", "auto")
+    assert code == 2 and "--data" in msg and not (tmp_path / "h").exists()
+    # records that cannot be used: the reason is named
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"txt": "no text field"}\n' * 3)
+    code, msg = run("hybridize", student, "-o", tmp_path / "h", "--count", "1", "--placement", "auto", "--data", bad)
+    assert code == 2 and "none of the 3 drawn records" in msg and "no 'conversations', 'messages' or 'text'" in msg
+    # after a distillation stage the student's own training data is the default
+    import shutil
+
+    (student / "resolved.json").write_text(json.dumps({"command": "distill", "data": str(data)}))
+    code, out = run("hybridize", student, "-o", tmp_path / "h", "--count", "1", "--placement", "auto",
+                    "--calib-samples", "4", "--score", "local")
+    assert code == 0, out
+    report = json.loads((tmp_path / "h" / "hybridize_report.json").read_text())
+    assert report["attention_layers"] == [1] and report["scores"]["calibration"]["data"] == str(data)
+    shutil.rmtree(tmp_path / "h")
