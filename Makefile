@@ -4,7 +4,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench bench-ssd gpu-check clean
+.PHONY: install test test-slow demo bench bench-ssd bench-llm gpu-check clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ bench: install
 
 bench-ssd: install
 	$(BIN)/python benchmarks/bench_ssd.py --out benchmarks/results/ssd_cpu.json
+
+bench-llm: install
+	nice $(BIN)/python benchmarks/bench_llm.py --out runs/bench-llm --results benchmarks/results/llm_cpu $(BENCH_LLM_ARGS)
 
 gpu-check:
 	bash benchmarks/gpu_check.sh
