@@ -118,8 +118,9 @@ def main(argv=None) -> dict:
     def point(student: str, label: str, model_dir: Path, tokens: int) -> None:
         t0 = time.perf_counter()
         m = score(model_dir)
-        row = {"student": student, "after": label, "train_tokens": tokens, **{k: m[k] for k in (
-            "kl", "top1_agreement", "ppl", "teacher_ppl", "params")}, "eval_seconds": round(time.perf_counter() - t0, 1)}
+        keys = ("kl", "top1_agreement", "ppl", "teacher_ppl", "params")
+        row = {"student": student, "after": label, "train_tokens": tokens, **{k: m[k] for k in keys},
+               "eval_seconds": round(time.perf_counter() - t0, 1)}
         curve.append(row)
         log(f"{student} {label}: KL {row['kl']:.3f}  top-1 {row['top1_agreement']:.3f}  ppl {row['ppl']:.1f} "
             f"(teacher {row['teacher_ppl']:.1f})  after {tokens} training tokens")

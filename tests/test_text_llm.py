@@ -69,7 +69,8 @@ def run(*args):
 
 def hf_greedy(model, ids: list[int], n: int, tok) -> str:
     out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                         max_new_tokens=n, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                         max_new_tokens=n, do_sample=False, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
