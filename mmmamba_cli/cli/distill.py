@@ -15,11 +15,12 @@ STAGE_CHOICES = ("1", "2", "3", "all")
 def command(
     stage: Annotated[str, typer.Option("--stage", "-s", help="Stage to run: 1, 2, 3 or all (1 -> 2 -> 3).")],
     overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="Recipe overrides key=value with dotted keys, e.g. optim.lr=5e-4 train.steps=100.")] = None,
+        help="Recipe overrides key=value with dotted keys, e.g. optim.lr=5e-4 train.steps=100; "
+             "stageN.KEY=VALUE applies to stage N only (stage1.train.steps=100).")] = None,
     run_dir: RunDir = DEFAULT_RUN_DIR,
     recipe: Annotated[Optional[str], typer.Option(
         "--recipe", help="Recipe name in recipes/ (NAME-stageN.yaml or NAME.yaml) or a YAML path "
-                         "(default: the stage's paper values).")] = None,
+                         "(default: llm for a text-only model, else the stage's HoVLE paper values).")] = None,
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Training data: InternVL-style jsonl, a .txt file, a directory of shards, or easyvqa:train.")] = None,
     image_root: Annotated[Optional[Path], typer.Option(

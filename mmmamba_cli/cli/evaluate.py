@@ -19,7 +19,8 @@ def command(
     models: Models,
     task: Annotated[Optional[str], typer.Option(
         "--task", "-t", help="easyvqa (built-in test split), a .jsonl file, or a VLM-evaluation-kit .tsv file "
-                             "(MME, POPE, MMBench, ScienceQA, ...). Default: easyvqa, unless --lm-eval.")] = None,
+                             "(MME, POPE, MMBench, ScienceQA, ...), or plain text ({\"text\"} jsonl or .txt, "
+                             "with --teacher). Default: easyvqa, unless --lm-eval.")] = None,
     kind: Annotated[Optional[str], typer.Option(
         "--kind", help="vqa (normalised exact match) | mc (option letters) | yesno (POPE metrics); "
                        "default: guessed from the data.")] = None,

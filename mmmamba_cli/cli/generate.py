@@ -20,6 +20,8 @@ def command(
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End the answer at this text "
                                                       "(repeatable).")] = None,
     trust_remote_code: TrustRemoteCode = False,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Continue the prompt text itself, without the chat template.")] = False,
 ) -> None:
     """Generate an answer: prefill once, then decode token by token, printing as it goes."""
     from ..errors import UserError
@@ -36,5 +38,5 @@ def command(
 
     with allow_remote_code(trust_remote_code):
         answer(model, prompt, image, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-               seed=seed, stream=show, stop=stop)
+               seed=seed, stream=show, stop=stop, raw=raw)
     console.print()

@@ -29,11 +29,15 @@ def command(
         "--teacher", help="Teacher whose attention weights are restored (default: the one the student records).")]
     = None,
     data: Annotated[Optional[str], typer.Option(
-        "--data", help="auto: calibration data, a .jsonl file or 'easyvqa' (train split; the default).")] = None,
+        "--data", help="auto: calibration data, a .jsonl file or 'easyvqa' (default: easyvqa's train split for a "
+                       "vision student, the data a text-only student was distilled on).")] = None,
     calib_samples: Annotated[Optional[int], typer.Option(
         "--calib-samples", help="auto: number of calibration records (default 64).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="auto: records per forward pass.")] = 8,
     device: Annotated[Optional[str], typer.Option("--device", help="auto: cpu, cuda, ... (default: auto).")] = None,
+    score: Annotated[str, typer.Option(
+        "--score", help="auto: kl (exact KL drop, re-runs the layers above) | local (mixer error on cached "
+                        "layer inputs, one pass) | auto (kl up to 8 Mamba layers, else local).")] = "auto",
     seed: Annotated[int, typer.Option(
         "--seed", help="Seed of the calibration draw and of re-seeded layers.")] = 0,
     force: Force = False,
@@ -47,7 +51,8 @@ def command(
     with step_progress() as progress, option_errors(), allow_remote_code(trust_remote_code):
         progress.phase("hybridize")
         report = hybridize_directory(student, out, request, teacher=teacher, data=data, calib_samples=calib_samples,
-                                     seed=seed, force=force, device=device, batch_size=batch_size, log=progress.log)
+                                     seed=seed, force=force, device=device, batch_size=batch_size, log=progress.log,
+                                     score=score)
     if report["scores"]:
         console.print(_scores_table(report["scores"], report["attention_layers"]))
     console.print(f"attention at [bold]{report['attention_layers']}[/] (added {report['added'] or 'none'}, "
@@ -55,6 +60,13 @@ def command(
 
 
 def _scores_table(scores: dict, kept: list[int]) -> Table:
+    if scores.get("method") == "local":
+        t = Table(title=f"layer sensitivity (mixer-output error on cached inputs, {scores['tokens']} tokens)")
+        for name in ("rank", "layer", "relative error", "kept"):
+            t.add_column(name, justify="right")
+        for row in scores["layers"]:
+            t.add_row(str(row["rank"]), str(row["layer"]), f"{row['error']:.4f}", "yes" if row["layer"] in kept else "")
+        return t
     t = Table(title=f"layer sensitivity (baseline KL {scores['baseline_kl']:.4f} nats/token, "
                     f"{scores['tokens']} tokens)")
     for name in ("rank", "layer", "KL restored", "KL drop", "kept"):

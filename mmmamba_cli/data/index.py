@@ -186,7 +186,17 @@ def open_index(directory: str | Path, config: ModelConfig) -> tuple[SFTDataset, 
     meta = json.loads((Path(directory) / "stats.json").read_text())
     files = meta.pop("files")
     stats = LoadStats(**{**meta, "build_s": 0.0})
-    return SFTDataset(datasets.load_from_disk(str(directory)), config, files), stats
+    return SFTDataset(_load_rows(directory), config, files), stats
+
+
+def _load_rows(directory: str | Path, keep_in_memory: bool = False):
+    """The index's rows; an index that kept no record has no Arrow shard, which datasets cannot open."""
+    import datasets  # deferred: slow to import
+
+    state = json.loads((Path(directory) / "state.json").read_text())
+    if not state.get("_data_files"):
+        return datasets.Dataset.from_dict({name: [] for name in R.features()}, features=R.features())
+    return datasets.load_from_disk(str(directory), keep_in_memory=keep_in_memory)
 
 
 def load_sft_dataset(path: str | Path, tokenizer, config: ModelConfig, image_root: str | Path | None = None,
@@ -201,12 +211,10 @@ def load_sft_dataset(path: str | Path, tokenizer, config: ModelConfig, image_roo
     settings = IndexSettings(None if image_root is None else str(image_root), max_length, long_text, strict)
     if cache_dir is not None:
         return open_index(build_index(path, tokenizer, config, settings, cache_dir, num_proc), config)
-    import datasets  # deferred: slow to import
-
     with tempfile.TemporaryDirectory(prefix="mmmamba-index-") as tmp:
         directory = build_index(path, tokenizer, config, settings, tmp, num_proc)
         dataset, stats = open_index(directory, config)
-        rows = datasets.load_from_disk(str(directory), keep_in_memory=True)
+        rows = _load_rows(directory, keep_in_memory=True)
     return SFTDataset(rows, config, dataset.files), stats
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import RecordError
+from .prompt import uses_chat_template
 from .template import check_length, encode_chat_messages, encode_conversation
 
 if TYPE_CHECKING:  # only for annotations: keeps model/ out of the import graph
@@ -57,7 +58,7 @@ def encode_record(record: dict, tokenizer, config: ModelConfig, tiles_per_image:
     tokens_per_tile = config.vision.tokens_per_tile if config.vision else 0
     conversations = record.get("conversations")
     if record["kind"] == "messages":
-        if config.vision is None and getattr(tokenizer, "chat_template", None):
+        if uses_chat_template(tokenizer, config):  # the one rule of data/prompt.py
             return encode_chat_messages(tokenizer, record["messages"], max_length)
         conversations = _as_conversations(record["messages"])
     return encode_conversation(tokenizer, conversations, tiles_per_image, tokens_per_tile,

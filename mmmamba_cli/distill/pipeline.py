@@ -29,7 +29,7 @@ from .checkpoint import list_checkpoints
 from .data import load_dataset, resolve_data_path
 from .guard import AFTER_DIVERGENCE, diverged_before
 from .loop import METRICS, StepReport, TrainJob, make_accelerator, train
-from .schema import DistillRecipe, resolve_recipe
+from .schema import DistillRecipe, default_recipe, resolve_recipe
 from .stages import Stage, get_stage
 
 # recipe keys that may change when resuming (they do not change the numbers)
@@ -47,17 +47,18 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
                   log: Callable[[str], None] | None = None) -> Path:
     """Run ``stage`` on the student model directory ``student``; the result is the model directory ``out``.
 
-    ``recipe``: a DistillRecipe, a dict, a recipe name or path, or None (the stage's defaults);
+    ``recipe``: a DistillRecipe, a dict, a recipe name or path, or None (``llm`` for a text-only
+    student, else the stage's defaults);
     ``overrides``: ``["optim.lr=1e-4", ...]`` or a dict, applied last. ``teacher`` replaces the
     teacher recorded in the student's config. Returns ``out``.
     """
     stage = stage if isinstance(stage, Stage) else get_stage(stage)
-    r = resolve_recipe(stage, recipe, overrides)
+    config = student_config(Path(student))  # read before any weights: bad input fails fast
+    r = resolve_recipe(stage, recipe if recipe is not None else default_recipe(config), overrides)
     if teacher is not None:
         r = dataclasses.replace(r, teacher=str(teacher))
     out, work = Path(out), work_dir_for(Path(out))
     _check_dirs(stage, out, work, resume, force)
-    config = student_config(Path(student))
     teacher_path, _ = recorded_teacher(config, r.teacher, Path(student))
     if r.train.threads:
         torch.set_num_threads(r.train.threads)

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..recipe import merge, parse_overrides
 from .loop import StepReport
 from .pipeline import distill_model, has_checkpoints, work_dir_for
-from .schema import DistillRecipe, resolve_recipe
+from .schema import DistillRecipe, default_recipe, resolve_recipe, split_stage_overrides
 from .stages import STAGES, Stage, get_stage
 
 
@@ -42,6 +42,20 @@ def check_source(run_dir: Path, stage: Stage) -> Path:
                     f"run `mmmamba distill --stage {prev} -r {run_dir}` first")
 
 
+def _config_of(model_dir: Path):
+    from ..io.load import config_from_json, read_config_json
+
+    return config_from_json(read_config_json(model_dir / "config.json"), model_dir / "config.json")
+
+
+def _run_config(run_dir: Path):
+    """The config of the first model found in the run directory (they all share the vision setting)."""
+    for name in ("seed", "stage1", "stage2", "stage3"):
+        if (run_dir / name / "config.json").exists():
+            return _config_of(run_dir / name)
+    return None
+
+
 def run_stage(run_dir: str | Path, stage: int, recipe: DistillRecipe | dict | str | None = None, overrides=None, *,
               data=None, image_root=None, strict: bool | None = None, teacher=None, resume: bool = False,
               force: bool = False, progress: Callable[[StepReport], None] | None = None,
@@ -50,6 +64,8 @@ def run_stage(run_dir: str | Path, stage: int, recipe: DistillRecipe | dict | st
     run_dir, st = Path(run_dir), get_stage(stage)
     check_run_dir(run_dir)
     source = check_source(run_dir, st)
+    if recipe is None:
+        recipe = default_recipe(_config_of(source))
     r = resolve_recipe(st, recipe, cli_overrides(data, image_root, strict, overrides))
     return distill_model(source, run_dir / st.name, st, r, teacher=teacher, resume=resume, force=force,
                          data_dir=run_dir / "data", progress=progress, log=log)
@@ -62,8 +78,12 @@ def run_stages(run_dir: str | Path, stages=(1, 2, 3), recipe=None, overrides=Non
     and an interrupted one continues."""
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
-    extra = cli_overrides(data, image_root, strict, overrides)
-    recipes = {n: resolve_recipe(get_stage(n), recipe, extra) for n in stages}  # every error before any work
+    overrides, per_stage = split_stage_overrides(overrides, tuple(stages))
+    if recipe is None:
+        recipe = default_recipe(_run_config(run_dir))
+    recipes = {n: resolve_recipe(get_stage(n), recipe, merge(cli_overrides(data, image_root, strict, overrides),
+                                                             parse_overrides(per_stage.get(n))))
+               for n in stages}  # every error before any work
     outs = []
     for n in stages:
         out = run_dir / STAGES[n].name

@@ -5,6 +5,7 @@ then the YAML file, then ``key=value`` overrides (see :mod:`mmmamba_cli.recipe`)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -114,6 +115,40 @@ class DistillRecipe:
         if self.stage is not None and self.stage not in (1, 2, 3):
             e.append(f"stage must be 1, 2 or 3, got {self.stage}")
         return e
+
+
+TEXT_RECIPE = "llm"
+"""Recipe used when none is named and the student is text-only (no vision tower)."""
+STAGE_KEY = re.compile(r"stage([0-9]+)\.(.+)")
+
+
+def default_recipe(config) -> str | None:
+    """The recipe a student gets without ``--recipe``: ``llm`` for a text-only model, else None
+    (the stage's defaults, the paper's HoVLE values)."""
+    return TEXT_RECIPE if getattr(config, "vision", None) is None else None
+
+
+def split_stage_overrides(overrides, stages) -> tuple[list[str] | dict | None, dict[int, list[str]]]:
+    """``["stage1.train.steps=5", "optim.lr=1e-3"]`` -> (overrides for every stage, {1: ["train.steps=5"]}).
+
+    A ``stageN.`` key for a stage that does not run is an error (it would be silently unused).
+    """
+    from ..errors import UserError
+
+    if not overrides or isinstance(overrides, dict):
+        return overrides, {}
+    common, per = [], {}
+    for item in overrides:
+        m = STAGE_KEY.match(item.partition("=")[0].strip())
+        if m is None:
+            common.append(item)
+            continue
+        n = int(m.group(1))
+        if n not in stages:
+            runs = ", ".join(map(str, stages))
+            raise UserError(f"override {item!r} is for stage {n}, which does not run (stages: {runs})")
+        per.setdefault(n, []).append(item.strip()[len(f"stage{n}."):])
+    return common, per
 
 
 def resolve_recipe(stage, recipe=None, overrides=None) -> DistillRecipe:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..data import RecordError, build_prompt
+from ..data import RecordError
+from ..data.prompt import prompt_ids
 from ..data.images import count_tiles, load_image
 from ..errors import UserError
 from ..model.config import ModelConfig
@@ -26,15 +27,9 @@ def prompt_inputs(item: EvalItem, suffix: str, tokenizer, config: ModelConfig) -
     text = question_text(item, suffix)
     if item.images and config.vision is None:
         raise UserError(f"{item.where()} has an image but the model has no vision settings")
-    if config.vision is None and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
-                                            add_generation_prompt=True)
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # a BatchEncoding in newer transformers
-        return {"input_ids": list(ids), "pixel_values": None}
     tiles = [load_image(open_image(src, item.where()), config.vision) for src in item.images]
-    tokens_per_tile = config.vision.tokens_per_tile if config.vision else 0
     try:
-        ids = build_prompt(tokenizer, text, [t.shape[0] for t in tiles], tokens_per_tile, config.system_prompt)
+        ids = prompt_ids(tokenizer, config, text, [t.shape[0] for t in tiles])
     except (RecordError, ValueError) as exc:
         raise UserError(f"{item.where()}: {exc}") from None
     return {"input_ids": ids, "pixel_values": torch.cat(tiles) if tiles else None}

@@ -18,6 +18,7 @@ from .loading import check_model_path, load_for_eval
 from .predict import predict
 from .report import model_labels, write_results
 from .tasks import load_task
+from .text import evaluate_text, is_text_task
 
 
 def evaluate_models(models: list[str | Path], task: str | Task = "easyvqa", kind: str | None = None,
@@ -39,6 +40,12 @@ def evaluate_models(models: list[str | Path], task: str | Task = "easyvqa", kind
         check_output_dir(Path(out), force)  # fail before the work, not after it
     for path in [*models, *([teacher] if teacher is not None else [])]:
         check_model_path(path)
+    if not isinstance(task, Task) and is_text_task(task):  # plain text: fidelity to the teacher only
+        report = evaluate_text(models, task, teacher, limit, batch_size, device=device, dtype=dtype, log=log)
+        report.update(git_sha=git_sha(), torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"))
+        if out is not None:
+            write_results(out, report, None, force)
+        return report
     if not isinstance(task, Task):
         task = load_task(task, kind, image_root, limit, suffix, max_new_tokens)
     ref = load_for_eval(teacher, device, dtype)[0] if teacher is not None else None

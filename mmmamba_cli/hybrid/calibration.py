@@ -61,8 +61,11 @@ def calibration_items(data: str | Path, tokenizer, config, n: int, seed: int = 0
         items = [dataset[j] for j in keep]
         records = [drawn[dataset.rows[j]["line"] - 1][0] for j in keep]
     if not items:
+        why = "; ".join(f"record {drawn[int(m.split()[1].rstrip(':')) - 1][0]}{m[m.index(':'):]}"
+                        for m in stats.messages[:3])
         raise UserError(f"--data {data}: none of the {len(drawn)} drawn records could be used "
-                        f"({stats.bad} unreadable, {stats.too_long} over {max_length} tokens)")
+                        f"({stats.bad} unreadable, {stats.too_long} over {max_length} tokens)"
+                        + (f"; {why}" if why else ""))
     summary = {"data": str(data), "seed": seed, "requested": n, "used": len(items), "drawn": len(drawn),
                "skipped_unreadable": stats.bad, "skipped_too_long": stats.too_long,
                "records": records, "tokens": sum(len(it["input_ids"]) for it in items)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from ..model.device import resolve_device, resolve_dtype
 from .build import hybrid_state
 from .calibration import EASYVQA, calibration_batches, calibration_items
 from .placement import AUTO, LayoutRequest, check_count, resolve_layers
-from .sensitivity import layer_sensitivity, pick
+from .sensitivity import layer_sensitivity, local_sensitivity, pick
 
 DEFAULT_CALIB_SAMPLES = 64
+SCORES = ("auto", "kl", "local")
+KL_MAX_LAYERS = 8  # auto: the exact KL (about N^2/2 layer passes) up to this many Mamba layers, else local
 REPORT = "hybridize_report.json"
 
 
@@ -39,10 +42,31 @@ def check_auto(k: int, config: ModelConfig) -> None:
                         f"{config.attention_layers}; auto only adds layers (use --attn-layers to drop some)")
 
 
+def calibration_source(data, config: ModelConfig, student: str | Path) -> str | Path:
+    """``--data``, else the student's own kind of data: easy-vqa for a vision model, the data its
+    last distillation stage trained on for a text-only one (recorded in ``resolved.json``)."""
+    if data is not None:
+        return data
+    if config.vision is not None:
+        return EASYVQA
+    resolved = Path(student) / "resolved.json"
+    recorded = json.loads(resolved.read_text()).get("data") if resolved.is_file() else None
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    raise UserError(f"STUDENT {student} is a text-only model and records no training data: give --data "
+                    "FILE.jsonl ({\"text\"} or chat records) for --placement auto")
+
+
 def measure(student_cfg, student_sd, teacher_cfg, teacher_sd, tokenizer_dir, k: int, data=None,
             calib_samples: int | None = None, seed: int = 0, device=None, dtype=None, batch_size: int = 8,
-            log: Callable[[str], None] | None = None) -> tuple[list[int], dict]:
-    """``auto``: (kept layers, scores) from the student's and teacher's state dicts."""
+            log: Callable[[str], None] | None = None, score: str = "auto") -> tuple[list[int], dict]:
+    """``auto``: (kept layers, scores) from the student's and teacher's state dicts.
+
+    ``score``: ``kl`` (exact KL drop per restored layer), ``local`` (mixer-output error on cached
+    layer inputs, one pass) or ``auto`` (kl up to KL_MAX_LAYERS Mamba layers, else local).
+    """
+    if score not in SCORES:
+        raise UserError(f"--score {score!r}: choose one of {', '.join(SCORES)}")
     check_auto(k, student_cfg)
     tokenizer = load_tokenizer(tokenizer_dir, tokenizer_dir)
     items, summary = calibration_items(data or EASYVQA, tokenizer, student_cfg,
@@ -52,11 +76,13 @@ def measure(student_cfg, student_sd, teacher_cfg, teacher_sd, tokenizer_dir, k: 
     where, dt = resolve_device(device), resolve_dtype(dtype)
     student = build_model(student_cfg, dict(student_sd), "student", dt, where)
     teacher = build_model(teacher_cfg, dict(teacher_sd), "teacher", dt, where)
+    if score == "auto":
+        score = "kl" if len(student_cfg.mamba_layers) <= KL_MAX_LAYERS else "local"
     if log:
         log(f"calibration: {summary['used']} records of {summary['data']} ({summary['tokens']} tokens), "
-            f"{len(student_cfg.mamba_layers)} candidate layers")
-    scores = layer_sensitivity(student, teacher, batches,
-                               progress=(lambda n: log(f"batch {n}/{len(batches)}")) if log else None)
+            f"{len(student_cfg.mamba_layers)} candidate layers, score {score}")
+    run = layer_sensitivity if score == "kl" else local_sensitivity
+    scores = run(student, teacher, batches, progress=(lambda n: log(f"batch {n}/{len(batches)}")) if log else None)
     scores["calibration"] = summary
     return pick(scores, k, student_cfg.attention_layers), scores
 
@@ -64,7 +90,7 @@ def measure(student_cfg, student_sd, teacher_cfg, teacher_sd, tokenizer_dir, k: 
 def choose_layers(student_dir: str | Path, teacher_dir: str | Path | None = None, k: int = 8,
                   placement: str = AUTO, data: str | Path | None = None, calib_samples: int | None = None,
                   seed: int = 0, device=None, dtype=None, batch_size: int = 8,
-                  log: Callable[[str], None] | None = None) -> tuple[list[int], dict | None]:
+                  log: Callable[[str], None] | None = None, score: str = "auto") -> tuple[list[int], dict | None]:
     """(kept global layers, per-layer scores or None for a rule placement) for ``--count k --placement``."""
     config = student_config(student_dir)
     keep = resolve_layers(LayoutRequest(count=k, placement=placement), config.num_layers)
@@ -75,14 +101,15 @@ def choose_layers(student_dir: str | Path, teacher_dir: str | Path | None = None
     _, student_sd, info = load_state(student_dir)
     teacher_cfg, teacher_sd, _ = load_state(tpath, tconfig)
     check_teacher(teacher_cfg, config, str(tpath))
-    return measure(config, student_sd, teacher_cfg, teacher_sd, info.tokenizer_dir, k, data, calib_samples, seed,
-                   device, dtype, batch_size, log)
+    return measure(config, student_sd, teacher_cfg, teacher_sd, info.tokenizer_dir, k,
+                   calibration_source(data, config, student_dir), calib_samples, seed, device, dtype, batch_size,
+                   log, score)
 
 
 def hybridize_directory(student: str | Path, out: str | Path, request: LayoutRequest,
                         teacher: str | Path | None = None, data: str | Path | None = None,
                         calib_samples: int | None = None, seed: int = 0, force: bool = False, device=None,
-                        batch_size: int = 8, log: Callable[[str], None] | None = None) -> dict:
+                        batch_size: int = 8, log: Callable[[str], None] | None = None, score: str = "auto") -> dict:
     """Write ``out``: the student with attention kept at the requested layers (teacher weights).
 
     Returns the report (also ``out/hybridize_report.json``). All option checks run before any
@@ -95,6 +122,7 @@ def hybridize_directory(student: str | Path, out: str | Path, request: LayoutReq
         raise UserError("--data and --calib-samples are only used by --placement auto")
     if keep is None:
         check_auto(request.count, config)
+        data = calibration_source(data, config, student)
     tpath, tconfig = recorded_teacher(config, teacher, student)
     _, student_sd, info = load_state(student)
     teacher_cfg, teacher_sd, tinfo = load_state(tpath, tconfig)
@@ -102,7 +130,7 @@ def hybridize_directory(student: str | Path, out: str | Path, request: LayoutReq
     scores = None
     if keep is None:
         keep, scores = measure(config, student_sd, teacher_cfg, teacher_sd, info.tokenizer_dir, request.count,
-                               data, calib_samples, seed, device, None, batch_size, log)
+                               data, calib_samples, seed, device, None, batch_size, log, score)
     new_cfg, state, report = hybrid_state(config, student_sd, teacher_cfg, teacher_sd, keep, seed)
     new_cfg.source.update(teacher=str(tpath.resolve()), teacher_config=str(tconfig.resolve()) if tconfig else None,
                           hybridized_from=str(Path(student).resolve()), placement=request.describe())

@@ -168,6 +168,8 @@ def build_model(config: ModelConfig, sd: dict[str, torch.Tensor], where: str,
                 dtype: torch.dtype | None = None, device=None) -> MMModel:
     model = check_loadable(config, sd, where)
     model = model.to_empty(device=device or "cpu")
+    if config.tie_word_embeddings:  # to_empty gives every parameter its own storage: tie the head again
+        model.lm_head.weight = model.embed.embed_tokens.weight
     model.load_state_dict(sd, strict=True, assign=False)
     if dtype is not None:
         model = model.to(dtype)

@@ -62,6 +62,8 @@ def write_model_files(directory: Path, config: ModelConfig, state: dict[str, tor
                       shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
     directory = Path(directory)
     config.save(directory / "config.json")
+    if config.tie_word_embeddings:  # the head is the embedding table: stored once, as transformers does
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     save_safetensors(state, directory, shard_bytes)
     copy_tokenizer(tokenizer_dir, directory)
     for name, obj in (extra_json or {}).items():
