@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import RecordError, RecordTooLong
 from .images import count_tiles, open_image, read_image_size
+from .prompt import uses_chat_template
 from .sources import TEXT
 from .template import (IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START, _bos, _special_id,
                        check_length, conversation_parts)
@@ -53,7 +54,7 @@ def encode_rows(batch: dict, *, tokenizer, config, roots: list[str], max_length:
             if record["kind"] == "text":
                 order.append(("doc", base, len(docs)))
                 docs.append(record["text"])
-            elif record["kind"] == "messages" and config.vision is None and getattr(tokenizer, "chat_template", None):
+            elif record["kind"] == "messages" and uses_chat_template(tokenizer, config):
                 enc = encode_record(record, tokenizer, config, tiles, max_length)  # the tokenizer's own template
                 order.append(("row", base, dict(status=OK, ids=enc["input_ids"], spans=_spans(enc["labels"]),
                                                 num_tokens=len(enc["input_ids"]))))
