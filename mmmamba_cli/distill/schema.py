@@ -90,26 +90,17 @@ class DistillRecipe:
 
     def check(self) -> list[str]:
         """Semantic errors (the types are already checked)."""
-        e, t, o = [], self.train, self.optim
+        e, t = list(self.optim.check()), self.train  # the optimizer's own checks (model/optim.py)
         positive = {"train.steps": t.steps, "train.global_batch": t.global_batch,
                     "train.micro_batch": t.micro_batch, "data.max_length": self.data.max_length,
-                    "optim.lr": o.lr, "loss.temperature": self.loss.temperature}
+                    "loss.temperature": self.loss.temperature}
         e += [f"{k} must be > 0, got {v}" for k, v in positive.items() if not v > 0]
         if t.micro_batch > 0 and t.global_batch % t.micro_batch:
             e.append(f"train.global_batch {t.global_batch} is not a multiple of train.micro_batch {t.micro_batch}")
-        for k, v in {"optim.warmup": o.warmup, "optim.decay": o.decay, "optim.min_lr_ratio": o.min_lr_ratio}.items():
-            if not 0 <= v <= 1:
-                e.append(f"{k} must be within [0, 1], got {v}")
-        if o.warmup + o.decay > 1:
-            e.append(f"optim.warmup + optim.decay = {o.warmup + o.decay} > 1")
-        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-            e.append(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         e += [f"{k} must be >= 0, got {v}" for k, v in {
-            "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.save_every": t.save_every,
-            "data.num_workers": self.data.num_workers, "data.num_proc": self.data.num_proc,
-            "loss.ce_weight": self.loss.ce_weight, "train.threads": t.threads,
-            "train.divergence_factor": t.divergence_factor,
-            "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
+            "train.save_every": t.save_every, "data.num_workers": self.data.num_workers,
+            "data.num_proc": self.data.num_proc, "loss.ce_weight": self.loss.ce_weight, "train.threads": t.threads,
+            "train.divergence_factor": t.divergence_factor, "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
         if t.keep_checkpoints < 1:
             e.append(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
         if self.stage is not None and self.stage not in (1, 2, 3):
