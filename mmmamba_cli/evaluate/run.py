@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 
 from ..io.files import check_output_dir
+from ..io.pretrained import check_model_path
+from ..io.pretrained import load_pretrained as load_for_eval
 from ..io.save import git_sha
 from .fidelity import fidelity
 from .items import Task
 from .kinds import score
 from .lm_eval_run import parse_tasks, run_lm_eval, task_manager
-from .loading import check_model_path, load_for_eval
 from .predict import predict
 from .report import model_labels, write_results
 from .tasks import load_task
