@@ -41,6 +41,19 @@ def test_trainable_parameters_are_exactly_the_spec_table(n, expected):
     assert not any(k.startswith("layers.1.") or "out_proj" in k or "mlp" in k or "_norm" in k for k in names)
 
 
+def test_recipe_roles_replace_the_stage_set_and_unknown_roles_are_refused():
+    from mmmamba_cli.distill.schema import resolve_recipe
+
+    m = hybrid_student(attn=(1,))
+    r = resolve_recipe(STAGES[3], None, ["train.trains=[out_proj,A_log]"])
+    names = set(STAGES[3].with_roles(r.train.trains).trainable(m))
+    assert names == {f"layers.{i}.mixer.{p}" for i in range(m.config.num_layers) if i != 1
+                     for p in ("out_proj.weight", "A_log")}
+    assert STAGES[3].with_roles(None) is STAGES[3]
+    with pytest.raises(UserError, match="unknown Mamba-2 role.*mlp"):
+        resolve_recipe(STAGES[3], None, ["train.trains=[mlp]"])
+
+
 def test_stage_table_sources_objectives_and_paper_defaults():
     assert [(s.source, s.objective) for s in STAGES.values()] == [
         ("seed", "layerwise"), ("stage1", "layerwise"), ("stage2", "kl")]

@@ -66,6 +66,19 @@ def test_shape_question_opens_every_conversation_that_has_one(monkeypatch):
     assert len({conv[0]["value"] for conv in seen}) > 1  # without it the first question varies
 
 
+def test_shape_phase_trains_the_shape_question_alone(monkeypatch):
+    import mmmamba_cli.teacher.easyvqa_data as m
+
+    seen = []
+    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
+                        {"input_ids": [1, 2], "labels": [-100, 2]})
+    for seed in range(5):
+        training_batch(_Data(), [0, 1], _TOK, 4, 3, random.Random(seed), augment=False, shape_only=True)
+    assert all(conv == [{"from": "human", "value": "<image>\nwhat shape is present?"},
+                        {"from": "gpt", "value": "circle"}] for conv in seen[0::2])
+    assert all(len(conv) == 4 for conv in seen[1::2])  # no shape question: the image keeps its others
+
+
 def test_teacher_training_does_not_import_distillation():
     code = ("import sys, mmmamba_cli.teacher.train; "
             "bad = [m for m in sys.modules if m.startswith('mmmamba_cli.distill')]; assert not bad, bad")

@@ -175,7 +175,7 @@ def estimate_run(run_dir: str | Path, stage_number: int, recipe=None, overrides=
     from ..io.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(source)  # also part of the runtime a training process holds
-    return estimate(st, r, config, teacher_config, processes, _longest_record(run_dir, r, tokenizer, config))
+    return estimate(st.with_roles(r.train.trains), r, config, teacher_config, processes, _longest_record(run_dir, r, tokenizer, config))
 
 
 def _longest_record(run_dir: Path, r: DistillRecipe, tokenizer, config) -> int | None:

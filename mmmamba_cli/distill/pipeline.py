@@ -57,6 +57,7 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
     r = resolve_recipe(stage, recipe if recipe is not None else default_recipe(config), overrides)
     if teacher is not None:
         r = dataclasses.replace(r, teacher=str(teacher))
+    stage = stage.with_roles(r.train.trains)
     out, work = Path(out), work_dir_for(Path(out))
     _check_dirs(stage, out, work, resume, force)
     teacher_path, _ = recorded_teacher(config, r.teacher, Path(student))

@@ -60,6 +60,9 @@ class TrainSection:
     """Most recent checkpoints kept while the stage runs; all are removed once the stage finishes."""
     divergence_factor: float = 10.0
     """Stop when the loss exceeds this many times the median of the recent losses (0: only inf/nan stop)."""
+    trains: Optional[list[str]] = None
+    """Mamba-2 mixer roles that train, replacing the stage's set (names in ``stages.ROLES``, e.g.
+    ``[conv1d, dt_proj, dt_bias, A_log, z_proj, norm, C_proj, B_proj, x_proj, out_proj]``); null: the stage's."""
     activation_checkpointing: bool = False
     """Recompute each student layer's activations in the backward instead of keeping them (less memory,
     about one more forward of time)."""
@@ -103,6 +106,11 @@ class DistillRecipe:
             "train.divergence_factor": t.divergence_factor, "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
         if t.keep_checkpoints < 1:
             e.append(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
+        from .stages import ROLES
+
+        unknown = sorted(set(t.trains or ()) - set(ROLES))
+        if unknown:
+            e.append(f"train.trains: unknown Mamba-2 role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
         if self.stage is not None and self.stage not in (1, 2, 3):
             e.append(f"stage must be 1, 2 or 3, got {self.stage}")
         return e

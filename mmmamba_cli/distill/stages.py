@@ -6,7 +6,7 @@ hyper-parameters. The training loop never asks which stage is running.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -33,6 +33,15 @@ class Stage:
     @property
     def name(self) -> str:
         return f"stage{self.number}"
+
+    def with_roles(self, roles) -> "Stage":
+        """This stage training ``roles`` (a recipe's ``train.trains``) instead; None: unchanged."""
+        if not roles:
+            return self
+        unknown = sorted(set(roles) - set(ROLES))
+        if unknown:
+            raise UserError(f"train.trains: unknown Mamba-2 role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+        return replace(self, trains=tuple(roles))
 
     def trainable(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Parameters of ``model`` (an MMModel) that train in this stage, by state-dict name."""

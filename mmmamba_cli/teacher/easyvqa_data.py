@@ -42,7 +42,7 @@ class EasyVQA:
 
 def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
                    rng: random.Random, augment: bool = True, direct_only: bool = False,
-                   shape_first: bool = False, max_shift: int = 0) -> dict:
+                   shape_first: bool = False, max_shift: int = 0, shape_only: bool = False) -> dict:
     """A right-padded batch; ``direct_only`` keeps only "what shape/colour" questions where an
     image has them (a curriculum: grounding first, then the compositional yes/no questions).
 
@@ -50,12 +50,15 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
     later turns can read the shape off earlier text ("what color is the circle?"), so without it
     few answers force the model to see the shape. ``max_shift`` translates the image by up to
     this many pixels (edge pixels repeated), a second augmentation besides flips and quarter turns.
+    ``shape_only`` keeps only the "what shape" questions where an image has them.
     """
     items = []
     for i in image_ids:
         qa = list(data.qa[i])
         if direct_only:
             qa = [(q, a) for q, a in qa if question_type(a) != "yes/no"] or qa
+        if shape_only:
+            qa = [(q, a) for q, a in qa if question_type(a) == "shape"] or qa
         rng.shuffle(qa)
         if shape_first:
             qa.sort(key=lambda x: question_type(x[1]) != "shape")  # stable: the rest stays shuffled
