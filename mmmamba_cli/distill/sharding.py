@@ -15,6 +15,7 @@ written by the main process), so they load the same with any process count or sh
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
@@ -25,13 +26,15 @@ CHOICES = ("none", "fsdp")
 
 
 def wanted(sharding: str, precision: str, accelerator, log=None) -> bool:
-    """Shard the student? The recipe's ``train.sharding`` or accelerate's FSDP config asks; one
-    process runs unsharded (with a note)."""
+    """Shard the student? The recipe's ``train.sharding`` or accelerate's FSDP config asks (on CPUs
+    accelerate runs an FSDP config as plain multi-CPU and only its launcher's environment says
+    FSDP); one process runs unsharded (with a note)."""
     from accelerate.utils import DistributedType  # deferred: slow to import
 
     if sharding not in CHOICES:
         raise UserError(f"train.sharding must be one of {', '.join(CHOICES)}, got {sharding!r}")
-    asked = sharding == "fsdp" or accelerator.distributed_type == DistributedType.FSDP
+    asked = (sharding == "fsdp" or accelerator.distributed_type == DistributedType.FSDP
+             or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true")
     if not asked:
         return False
     if accelerator.num_processes < 2:
