@@ -89,7 +89,7 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
         raise
     weights = student_model.state_dict()
     if summary.get("sharding", "none") != "none":  # every process gathers the shards; the main process writes
-        weights = full_tensors(weights)
+        weights = full_tensors(weights, keep=main)
     if main:
         _write_output(out, work, student_model.config, weights, student_dtype, Path(student), resolved, summary,
                       force)

@@ -93,14 +93,16 @@ def grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
     return float(_full(norm))
 
 
-def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def full_tensors(tensors: dict[str, torch.Tensor], keep: bool = True) -> dict[str, torch.Tensor]:
     """Every tensor gathered whole, on the CPU (collective: all processes call it, in the same order).
-    Tensors shared under two names stay shared."""
+    Tensors shared under two names stay shared. ``keep=False``: take part, keep nothing ({})."""
     out, seen = {}, {}
     for name, t in tensors.items():
         if id(t) not in seen:
-            seen[id(t)] = _full(t.detach()).cpu()
-        out[name] = seen[id(t)]
+            full = _full(t.detach())
+            seen[id(t)] = full.cpu() if keep else None
+        if keep:
+            out[name] = seen[id(t)]
     return out
 
 
