@@ -95,7 +95,7 @@ def test_damaged_checkpoint_is_one_line(tmp_path, damage):
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.AdamW([w], lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    path = save_checkpoint(tmp_path, 2, {"w": w}, opt, sched, [{}], 2, keep=2)
+    path = save_checkpoint(tmp_path, 2, {"w": w}, opt.state_dict(), sched, [{}], 2, keep=2)
     assert float(load_checkpoint(path)["trainable"]["w"].sum()) == 3.0
     (path / damage).write_bytes(b"\x00garbage")
     with pytest.raises(UserError) as e:

@@ -215,3 +215,15 @@ def test_dry_run_prints_memory_per_process(tmp_path):
     bad = CliRunner().invoke(app, ["distill", "--stage", "1", "-r", str(run), "--recipe", "tiny", "--dry-run",
                                    "--processes", "3"])
     assert isinstance(bad.exception, UserError) and "not a multiple" in str(bad.exception)  # run_app: exit 2
+
+
+def test_dry_run_divides_the_student_under_fsdp(tmp_path):
+    from mmmamba_cli.distill.estimate import estimate_run
+    from test_distill_setup import make_run
+
+    run, _ = make_run(tmp_path)
+    ddp, fsdp = (estimate_run(run, 3, "tiny", [f"train.sharding={s}"], processes=2).bytes for s in ("none", "fsdp"))
+    for key in ("student parameters", "gradients", "optimizer (AdamW)"):
+        assert fsdp[key] == ddp[key] // 2, key
+    assert fsdp["teacher parameters"] == ddp["teacher parameters"] and "FSDP gathered units" not in ddp
+    assert 0 < fsdp["FSDP gathered units"] < ddp["student parameters"]

@@ -60,13 +60,16 @@ def _tensor(b: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(b), dtype=torch.uint8)
 
 
-def save_checkpoint(work: Path, step: int, trainable: dict[str, torch.Tensor], optimizer, scheduler,
+def save_checkpoint(work: Path, step: int, trainable: dict[str, torch.Tensor], optimizer_state: dict, scheduler,
                     rng_states: list[dict], metrics_lines: int, keep: int, info: dict | None = None) -> Path:
-    """Write checkpoint ``step`` atomically, then drop all but the ``keep`` newest."""
+    """Write checkpoint ``step`` atomically, then drop all but the ``keep`` newest.
+
+    ``trainable`` and ``optimizer_state`` (an ``optimizer.state_dict()``) hold full tensors, also
+    after a sharded run (``sharding`` gathers them), so any process count resumes from it."""
     out = checkpoint_dir(work, step)
     with atomic_dir(out, force=True) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                     "rng": rng_states, "step": step}, tmp / "state.pt")
         write_json_atomic(tmp / "state.json", {"step": step, "metrics_lines": metrics_lines,
                                                "processes": len(rng_states), **(info or {})})

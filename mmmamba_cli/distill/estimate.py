@@ -7,8 +7,10 @@ present (Mamba-2, attention) is built at its real width and run on a probe seque
 micro-batch (``micro_batch x max_length`` tokens, the padded worst case) and the layer count.
 Added to that: what the objective holds besides (the teacher's per-layer inputs and targets in
 stages 1-2; hidden states and the chunked-KL temporaries in stage 3) and the Python/torch runtime
-of this process as measured now. DDP replicates everything on every process; FSDP / ZeRO would
-divide parameters, gradients and optimizer state by the process count.
+of this process as measured now. DDP replicates everything on every process; with
+``train.sharding=fsdp`` (FSDP2, ``sharding``) the student's parameters, gradients and optimizer
+state are divided by the process count, plus the full units gathered while they run (the root and
+two decoder layers: the running one and the prefetched next). The teacher is replicated either way.
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ class Estimate:
 
 def estimate(stage: Stage, r: DistillRecipe, student_config, teacher_config, processes: int = 1,
              longest: int | None = None) -> Estimate:
-    """The per-process memory of running ``stage`` with recipe ``r`` on ``processes`` processes (DDP).
+    """The per-process memory of running ``stage`` with recipe ``r`` on ``processes`` processes (DDP,
+    or the student sharded when ``r.train.sharding`` is fsdp).
 
     ``longest``: the longest record of the data (from its index), which bounds a padded row;
     without it every row is taken to be ``data.max_length`` tokens (the worst case).
@@ -68,15 +71,21 @@ def estimate(stage: Stage, r: DistillRecipe, student_config, teacher_config, pro
     row = r.data.max_length if longest is None or r.data.pack else min(longest, r.data.max_length)
     tokens = t.micro_batch * row
     e = Estimate(stage.name, processes, tokens, t.global_batch * row)
-    e.bytes["student parameters"] = 4 * n_student  # fp32 master weights
+    shards = processes if t.sharding == "fsdp" else 1
+    e.bytes["student parameters"] = 4 * n_student // shards  # fp32 master weights
+    if shards > 1:
+        layers = [sum(p.numel() for p in layer.parameters()) for layer in student.layers]
+        e.bytes["FSDP gathered units"] = 4 * (n_student - sum(layers) + 2 * max(layers))
     e.bytes["teacher parameters"] = BYTES[t.precision] * n_teacher
-    e.bytes["gradients"] = 4 * trainable
-    e.bytes["optimizer (AdamW)"] = 8 * trainable
+    e.bytes["gradients"] = 4 * trainable // shards
+    e.bytes["optimizer (AdamW)"] = 8 * trainable // shards
     e.bytes["activations"] = _activations(stage, r, student_config, tokens)
     e.bytes["runtime (measured)"] = _runtime_rss()
     e.notes.append(f"{trainable:,} of {n_student:,} student parameters train; teacher {n_teacher:,} frozen")
     e.notes.append(f"rows of {row:,} tokens: " + ("the longest record in the data index" if row != r.data.max_length
                    else "data.max_length (the worst case; an existing data index gives the real longest record)"))
+    if shards > 1:
+        e.notes.append(f"FSDP: student parameters, gradients and AdamW state split over {shards} processes")
     if r.train.activation_checkpointing:
         e.notes.append("activation checkpointing: layer inputs kept, one layer's activations at a time")
     return e

@@ -30,11 +30,12 @@ from .data import load_dataset, resolve_data_path
 from .guard import AFTER_DIVERGENCE, diverged_before
 from .loop import METRICS, StepReport, TrainJob, make_accelerator, train
 from .schema import DistillRecipe, default_recipe, resolve_recipe
+from .sharding import full_tensors
 from .stages import Stage, get_stage
 
 # recipe keys that may change when resuming (they do not change the numbers)
 RESUME_FREE = {"train.save_every", "train.keep_checkpoints", "train.threads", "data.num_workers", "data.strict",
-               "data.image_root", "data.num_proc", "data.cache_dir"}
+               "data.image_root", "data.num_proc", "data.cache_dir", "train.sharding"}
 
 
 def work_dir_for(out: Path) -> Path:
@@ -87,8 +88,12 @@ def distill_model(student: str | Path, out: str | Path, stage: int | Stage, reci
         if main:
             drop_stale_work(work)
         raise
+    weights = student_model.state_dict()
+    if summary.get("sharding", "none") != "none":  # every process gathers the shards; the main process writes
+        weights = full_tensors(weights, keep=main)
     if main:
-        _write_output(out, work, student_model, student_dtype, Path(student), resolved, summary, force)
+        _write_output(out, work, student_model.config, weights, student_dtype, Path(student), resolved, summary,
+                      force)
     accelerator.wait_for_everyone()
     return out
 
@@ -156,14 +161,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _write_output(out: Path, work: Path, student, dtype, student_dir: Path, resolved: dict, summary: dict,
-                  force: bool) -> None:
-    config = dataclasses.replace(student.config, source=dict(student.config.source))
+def _write_output(out: Path, work: Path, student_config, weights: dict, dtype, student_dir: Path, resolved: dict,
+                  summary: dict, force: bool) -> None:
+    config = dataclasses.replace(student_config, source=dict(student_config.source))
     config.source["teacher"] = resolved["teacher"]
     config.source.setdefault("distill", [])
     config.source["distill"] = [*config.source["distill"], {"stage": resolved["stage"], "from": resolved["student"],
                                                             "steps": summary["steps"]}]
-    state = {k: v.detach().to(dtype) for k, v in student.state_dict().items()}
+    state = {k: v.detach().to(dtype) for k, v in weights.items()}
     with atomic_dir(out, force) as tmp:
         write_model_files(tmp, config, state, student_dir,
                           {"resolved.json": resolved, "train_summary.json": summary})

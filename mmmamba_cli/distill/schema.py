@@ -66,6 +66,10 @@ class TrainSection:
     activation_checkpointing: bool = False
     """Recompute each student layer's activations in the backward instead of keeping them (less memory,
     about one more forward of time)."""
+    sharding: Literal["none", "fsdp"] = "none"
+    """fsdp: with more than one process, shard the student's parameters, gradients and AdamW state
+    over the processes (FSDP2, one unit per decoder layer; ``distill/sharding.py``); the teacher stays
+    replicated. Also on when accelerate's config is FSDP. Results equal an unsharded run's."""
 
 
 @dataclass
