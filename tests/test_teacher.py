@@ -49,31 +49,29 @@ class _Data:
 _TOK = type("Tok", (), {"pad_token_id": 0})()
 
 
-def test_shape_question_opens_every_conversation_that_has_one(monkeypatch):
+def _conversations(monkeypatch, image_ids, seeds, **options) -> list[list[dict]]:
+    """The conversations training_batch encodes for ``image_ids``, once per seed."""
     import mmmamba_cli.teacher.easyvqa_data as m
 
     seen = []
     monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
                         {"input_ids": [1, 2], "labels": [-100, 2]})
-    for seed in range(10):
-        training_batch(_Data(), [0, 1], _TOK, 4, 3, random.Random(seed), augment=False, shape_first=True)
+    for seed in range(seeds):
+        training_batch(_Data(), image_ids, _TOK, 4, 3, random.Random(seed), augment=False, **options)
+    return seen
+
+
+def test_shape_question_opens_every_conversation_that_has_one(monkeypatch):
+    seen = _conversations(monkeypatch, [0, 1], 10, shape_first=True)
     firsts = [conv[0]["value"] for conv in seen[0::2]]
     assert all(f == "<image>\nwhat shape is present?" for f in firsts)
     assert {question_type(c[1]["value"]) for conv in seen[1::2] for c in [conv[:2]]} <= {"color", "yes/no"}
-    seen.clear()
-    for seed in range(10):
-        training_batch(_Data(), [0], _TOK, 4, 3, random.Random(seed), augment=False, shape_first=False)
+    seen = _conversations(monkeypatch, [0], 10, shape_first=False)
     assert len({conv[0]["value"] for conv in seen}) > 1  # without it the first question varies
 
 
 def test_shape_phase_trains_the_shape_question_alone(monkeypatch):
-    import mmmamba_cli.teacher.easyvqa_data as m
-
-    seen = []
-    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
-                        {"input_ids": [1, 2], "labels": [-100, 2]})
-    for seed in range(5):
-        training_batch(_Data(), [0, 1], _TOK, 4, 3, random.Random(seed), augment=False, shape_only=True)
+    seen = _conversations(monkeypatch, [0, 1], 5, shape_only=True)
     assert all(conv == [{"from": "human", "value": "<image>\nwhat shape is present?"},
                         {"from": "gpt", "value": "circle"}] for conv in seen[0::2])
     assert all(len(conv) == 4 for conv in seen[1::2])  # no shape question: the image keeps its others

@@ -110,11 +110,9 @@ class DistillRecipe:
             "train.divergence_factor": t.divergence_factor, "loss.mse_factor": self.loss.mse_factor}.items() if v < 0]
         if t.keep_checkpoints < 1:
             e.append(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
-        from .stages import ROLES
+        from .stages import check_roles
 
-        unknown = sorted(set(t.trains or ()) - set(ROLES))
-        if unknown:
-            e.append(f"train.trains: unknown Mamba-2 role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+        e += check_roles(t.trains)
         if self.stage is not None and self.stage not in (1, 2, 3):
             e.append(f"stage must be 1, 2 or 3, got {self.stage}")
         return e

@@ -38,9 +38,9 @@ class Stage:
         """This stage training ``roles`` (a recipe's ``train.trains``) instead; None: unchanged."""
         if not roles:
             return self
-        unknown = sorted(set(roles) - set(ROLES))
-        if unknown:
-            raise UserError(f"train.trains: unknown Mamba-2 role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+        errors = check_roles(roles)
+        if errors:
+            raise UserError(errors[0])
         return replace(self, trains=tuple(roles))
 
     def trainable(self, model: nn.Module) -> dict[str, nn.Parameter]:
@@ -54,6 +54,13 @@ class Stage:
                 if role in self.trains:
                     out[f"layers.{i}.mixer.{pname}"] = p
         return out
+
+
+def check_roles(roles) -> list[str]:
+    """The recipe error for names in ``roles`` (``train.trains``) that are not Mamba-2 roles, if any."""
+    unknown = sorted(set(roles or ()) - set(ROLES))
+    return [f"train.trains: unknown Mamba-2 role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}"] \
+        if unknown else []
 
 
 def _defaults(lr: float, steps: int, global_batch: int) -> dict:
