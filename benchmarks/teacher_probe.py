@@ -7,7 +7,7 @@ label alone: an upper bound on how fast the stem learns outlines when every grad
 alone, one per image, scored by the greedy first answer token.
 
     python benchmarks/teacher_probe.py classifier --steps 1000 [--patch 8 --ratio 0.5 --init 0.02 ...]
-    python benchmarks/teacher_probe.py teacher --steps 1000 --batch 64
+    python benchmarks/teacher_probe.py teacher --steps 1000 --batch 64 [--stem-init fan_in]
 
 One line per 250 steps: loss, train and test shape accuracy, seconds.
 """
@@ -102,13 +102,15 @@ def run_teacher(a) -> None:
     from mmmamba_cli.model.model import MMModel
     from mmmamba_cli.model.optim import make_optimizer
     from mmmamba_cli.teacher.easyvqa_data import easyvqa_tokenizer, first_token_accuracy, training_batch
-    from mmmamba_cli.teacher.train import TeacherRecipe, teacher_config
+    from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, teacher_config
 
     r = TeacherRecipe()
     r.optim.lr = a.lr
     tok = easyvqa_tokenizer()
     config = teacher_config(r.model, tok)
     model = init_weights(MMModel(config), 0)
+    if a.stem_init == "fan_in":
+        fan_in_stem(model, 0)
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
     for d in (train, test):
@@ -142,6 +144,8 @@ def main(argv=None) -> None:
     p.add_argument("--proj-hidden", type=int, default=128, help="classifier: width inside the projection")
     p.add_argument("--layers", type=int, default=4, help="classifier: transformer layers")
     p.add_argument("--init", type=float, default=0.0, help="classifier: N(0, INIT) stem weights (0: torch default)")
+    p.add_argument("--stem-init", choices=("normal", "fan_in"), default="normal",
+                   help="teacher: the recipe's model.stem_init")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import torch
 
 from mmmamba_cli.errors import UserError
 from mmmamba_cli.teacher.easyvqa_data import question_type, shift, training_batch
-from mmmamba_cli.teacher.train import TeacherRecipe, load_teacher_recipe
+from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, load_teacher_recipe
 
 torch.set_num_threads(1)  # the CPU is shared: more threads are much slower here
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +27,30 @@ def test_shipped_recipe_loads_and_overrides_apply():
         load_teacher_recipe("teacher-easyvqa", ["train.stepz=3", "model.patch_size=5", "optim.warmup=2"])
     msg = str(e.value)
     assert "train.stepz (did you mean train.steps?)" in msg and "does not divide" in msg and "optim.warmup" in msg
+
+
+def test_fan_in_stem_gives_unit_scale_image_features_and_leaves_the_rest():
+    from mmmamba_cli.model.init import init_weights
+    from mmmamba_cli.model.model import MMModel
+    from mmmamba_cli.teacher.easyvqa_data import easyvqa_tokenizer
+    from mmmamba_cli.teacher.train import ModelSection, teacher_config
+
+    config = teacher_config(ModelSection(hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128,
+                                         num_embed_layers=1, num_llm_layers=1), easyvqa_tokenizer())
+    model = init_weights(MMModel(config), 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    px = torch.randn(8, 3, 64, 64)  # unit-scale pixels, as after the processor's normalisation
+    small = model.embed.vision(px).std().item()
+    fan_in_stem(model, 0)
+    big = model.embed.vision(px).std().item()
+    stem = model.embed.vision
+    for w in (stem.patch_embedding.weight, stem.proj[0].weight, stem.proj[2].weight):
+        assert abs(w.std().item() * w[0].numel() ** 0.5 - 1) < 0.1
+    assert small < 0.05 < 0.2 < big  # N(0, 0.02) all through the stem: image features start ~100x too small
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"embed.vision.patch_embedding.weight", "embed.vision.proj.0.weight", "embed.vision.proj.2.weight"}
+    with pytest.raises(UserError, match="model.stem_init must be one of normal, fan_in"):
+        load_teacher_recipe("teacher-easyvqa", ["model.stem_init=xavier"])
 
 
 def test_shift_translates_and_repeats_the_edges():

@@ -41,6 +41,9 @@ class ModelSection:
     downsample_ratio: float = 0.25
     """Pixel shuffle: 64/4 = 16x16 patches -> 4x4 = 16 image tokens at 0.25 (64 at 0.5)."""
     rope_theta: float = 10000.0
+    stem_init: str = "normal"
+    """Vision stem matrices: "normal" (N(0, 0.02) like every other matrix) or "fan_in" (N(0, 1/fan_in):
+    unit-scale image features from the start)."""
 
 
 @dataclass
@@ -95,6 +98,8 @@ class TeacherRecipe:
         if m.hidden_size % m.num_heads or m.num_heads % m.num_kv_heads:
             e.append(f"model.hidden_size {m.hidden_size}, num_heads {m.num_heads}, num_kv_heads {m.num_kv_heads}: "
                      "heads must divide the width and KV heads the heads")
+        if m.stem_init not in STEM_INITS:
+            e.append(f"model.stem_init must be one of {', '.join(STEM_INITS)}, got {m.stem_init!r}")
         if m.image_size % m.patch_size:
             e.append(f"model.patch_size {m.patch_size} does not divide model.image_size {m.image_size}")
         e += [f"{k} must be >= 0, got {v}" for k, v in {
@@ -102,6 +107,18 @@ class TeacherRecipe:
             "data.curriculum_steps": self.data.curriculum_steps,
             "train.eval_every": t.eval_every, "train.threads": t.threads}.items() if v < 0]
         return e
+
+
+STEM_INITS = ("normal", "fan_in")
+
+
+@torch.no_grad()
+def fan_in_stem(model: MMModel, seed: int) -> None:
+    """Redraw the vision stem's matrices as N(0, 1/fan_in), so image features start at unit scale."""
+    g = torch.Generator().manual_seed(seed + 1)
+    stem = model.embed.vision
+    for w in (stem.patch_embedding.weight, stem.proj[0].weight, stem.proj[2].weight):
+        w.copy_(torch.randn(w.shape, generator=g) / w[0].numel() ** 0.5)
 
 
 def load_teacher_recipe(name_or_path: str | None = "teacher-easyvqa", overrides=None) -> TeacherRecipe:
@@ -139,6 +156,8 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     config = teacher_config(r.model, tokenizer)
     model = MMModel(config)
     init_weights(model, t.seed)
+    if r.model.stem_init == "fan_in":
+        fan_in_stem(model, t.seed)
     if t.init_from:
         model.load_state_dict(read_state_dir(Path(t.init_from)))
     tpt = config.vision.tokens_per_tile
