@@ -22,7 +22,7 @@ def test_shipped_recipe_loads_and_overrides_apply():
     r = load_teacher_recipe("teacher-easyvqa", ["optim.lr=1e-3", "train.steps=10", "model.patch_size=8"])
     assert isinstance(r, TeacherRecipe)
     assert (r.optim.lr, r.train.steps, r.model.patch_size) == (1e-3, 10, 8)
-    assert r.optim.betas == [0.9, 0.95] and r.model.downsample_ratio == 0.25 and not r.data.shape_first
+    assert r.optim.betas == [0.9, 0.95] and r.model.downsample_ratio == 0.25 and r.data.shape_first
     with pytest.raises(UserError) as e:
         load_teacher_recipe("teacher-easyvqa", ["train.stepz=3", "model.patch_size=5", "optim.warmup=2"])
     msg = str(e.value)
