@@ -39,7 +39,8 @@ def test_step_after_prefill_equals_full_forward(kind, fused):
     real = mask[:, :n_prefill].bool()
     assert (first[real] - full[:, :n_prefill][real]).abs().max().item() < 1e-5
     got = torch.stack(steps, 1)
-    assert (got - full[:, n_prefill:]).abs().max().item() < 1e-5
+    scale = max(1.0, full.abs().max().item())  # fp32 rounding grows with the logits' size
+    assert (got - full[:, n_prefill:]).abs().max().item() < 1e-5 * scale
     assert cache.seen == ids.shape[1] and cache.next_pos.tolist() == mask.sum(1).tolist()
 
 
