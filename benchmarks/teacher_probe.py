@@ -24,6 +24,7 @@ from torch import nn
 from mmmamba_cli.model.config import VisionSettings
 from mmmamba_cli.model.embedding import pixel_shuffle
 from mmmamba_cli.teacher.easyvqa_data import SHAPES, EasyVQA, question_type
+from mmmamba_cli.teacher.train import STEM_INITS
 
 
 def shape_labels(data: EasyVQA) -> torch.Tensor:
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
     p.add_argument("--proj-hidden", type=int, default=128, help="classifier: width inside the projection")
     p.add_argument("--layers", type=int, default=4, help="classifier: transformer layers")
     p.add_argument("--init", type=float, default=0.0, help="classifier: N(0, INIT) stem weights (0: torch default)")
-    p.add_argument("--stem-init", choices=("normal", "fan_in"), default="normal",
+    p.add_argument("--stem-init", choices=STEM_INITS, default="normal",
                    help="teacher: the recipe's model.stem_init")
     a = p.parse_args(argv)
     torch.set_num_threads(1)

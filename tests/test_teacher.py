@@ -46,7 +46,7 @@ def test_fan_in_stem_gives_unit_scale_image_features_and_leaves_the_rest():
     stem = model.embed.vision
     for w in (stem.patch_embedding.weight, stem.proj[0].weight, stem.proj[2].weight):
         assert abs(w.std().item() * w[0].numel() ** 0.5 - 1) < 0.1
-    assert small < 0.05 < 0.2 < big  # N(0, 0.02) all through the stem: image features start ~100x too small
+    assert small < 0.05 < 0.2 < big  # N(0, 0.02) all through the stem: image features start ~50x too small
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"embed.vision.patch_embedding.weight", "embed.vision.proj.0.weight", "embed.vision.proj.2.weight"}
     with pytest.raises(UserError, match="model.stem_init must be one of normal, fan_in"):
