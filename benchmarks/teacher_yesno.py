@@ -12,13 +12,8 @@ import torch
 
 from mmmamba_cli.assets import default_teacher
 from mmmamba_cli.io.load import load_model
-from mmmamba_cli.teacher.easyvqa_data import SHAPES, EasyVQA, easyvqa_tokenizer, first_token_accuracy, question_type
-
-
-def kind(q: str, a: str) -> str:
-    words = q.rstrip("?").split()
-    negated = "not" in words or "no" in words
-    return f"{'shape' if any(s in words for s in SHAPES) else 'colour'} {'negated' if negated else 'plain'} -> {a}"
+from mmmamba_cli.teacher.easyvqa_data import (EasyVQA, easyvqa_tokenizer, first_token_accuracy, question_type,
+                                               yes_no_wording)
 
 
 def main(argv=None) -> None:
@@ -33,7 +28,7 @@ def main(argv=None) -> None:
     yes_no = [x for x in test.questions if question_type(x[2]) == "yes/no"][:a.limit]
     groups = collections.defaultdict(list)
     for i, q, ans in yes_no:
-        groups[kind(q, ans)].append((i, q, ans))
+        groups[f"{yes_no_wording(q)} -> {ans}"].append((i, q, ans))
     print("| question | n | accuracy | example |\n|---|---|---|---|")
     for k, g in sorted(groups.items()):
         test.questions = g

@@ -1,5 +1,5 @@
 """Teacher training pieces: the typed recipe, conversations that open with the shape question, the
-translation augmentation, and the layer rule (teacher training does not import distillation)."""
+translation augmentation, yes/no balancing, and the layer rule (teacher training does not import distillation)."""
 from __future__ import annotations
 
 import random
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmmamba_cli.errors import UserError
-from mmmamba_cli.teacher.easyvqa_data import question_type, shift, training_batch
+from mmmamba_cli.teacher.easyvqa_data import question_type, shift, training_batch, yes_no_balance, yes_no_wording
 from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, load_teacher_recipe
 
 torch.set_num_threads(1)  # the CPU is shared: more threads are much slower here
@@ -99,6 +99,54 @@ def test_shape_phase_trains_the_shape_question_alone(monkeypatch):
     assert all(conv == [{"from": "human", "value": "<image>\nwhat shape is present?"},
                         {"from": "gpt", "value": "circle"}] for conv in seen[0::2])
     assert all(len(conv) == 4 for conv in seen[1::2])  # no shape question: the image keeps its others
+
+
+def test_wordings_of_easyvqa_yes_no_questions():
+    assert yes_no_wording("does the image contain a green shape?") == "colour plain"
+    assert yes_no_wording("is there not a black shape in the image?") == "colour negated"
+    assert yes_no_wording("is no gray shape present?") == "colour negated"
+    assert yes_no_wording("is there a circle?") == "shape plain"
+    assert yes_no_wording("is no triangle present?") == "shape negated"
+
+
+class _Skewed:
+    """60 images, each with one colour question answered "no" 9 times in 10 and one shape question
+    answered "yes" 3 times in 4 (easy-vqa's skew is of this kind)."""
+
+    def __init__(self):
+        self.qa = [[("is there a red shape?", "yes" if i % 10 == 0 else "no"),
+                    ("is there not a circle?", "no" if i % 4 == 0 else "yes"),
+                    ("what shape is present?", "circle")] for i in range(60)]
+        self.questions = [(i, q, a) for i, qa in enumerate(self.qa) for q, a in qa]
+        self.pixels = torch.zeros(60, 3, 8, 8)
+
+
+def test_yes_no_balance_makes_yes_and_no_equally_likely_within_each_wording(monkeypatch):
+    data = _Skewed()
+    keep = yes_no_balance(data)
+    assert keep[("colour plain", "yes")] == 1.0 and keep[("colour plain", "no")] == pytest.approx(6 / 54)
+    assert keep[("shape negated", "no")] == 1.0 and keep[("shape negated", "yes")] == pytest.approx(15 / 45)
+    import mmmamba_cli.teacher.easyvqa_data as m
+
+    seen = []
+    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
+                        {"input_ids": [1, 2], "labels": [-100, 2]})
+    rng = random.Random(0)
+    for _ in range(40):
+        training_batch(data, list(range(60)), _TOK, 4, 3, rng, augment=False, keep=keep)
+    counts: dict = {}
+    for conv in seen:
+        for human, gpt in zip(conv[0::2], conv[1::2]):
+            q, a = human["value"].removeprefix("<image>\n"), gpt["value"]
+            key = (yes_no_wording(q) if question_type(a) == "yes/no" else q, a)
+            counts[key] = counts.get(key, 0) + 1
+    for w in ("colour plain", "shape negated"):
+        yes, no = counts[(w, "yes")], counts[(w, "no")]
+        assert 0.4 < yes / (yes + no) < 0.6, (w, yes, no)  # 0.1 and 0.75 without balancing
+    assert counts[("what shape is present?", "circle")] == 40 * 60  # other questions are all kept
+    seen.clear()
+    training_batch(data, list(range(60)), _TOK, 4, 3, random.Random(0), augment=False)
+    assert sum(len(c) for c in seen) == 60 * 3 * 2  # without ``keep`` nothing is dropped
 
 
 def test_teacher_training_does_not_import_distillation():

@@ -42,7 +42,8 @@ class EasyVQA:
 
 def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
                    rng: random.Random, augment: bool = True, direct_only: bool = False,
-                   shape_first: bool = False, max_shift: int = 0, shape_only: bool = False) -> dict:
+                   shape_first: bool = False, max_shift: int = 0, shape_only: bool = False,
+                   keep: dict | None = None) -> dict:
     """A right-padded batch; ``direct_only`` keeps only "what shape/colour" questions where an
     image has them (a curriculum: grounding first, then the compositional yes/no questions).
 
@@ -51,6 +52,8 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
     few answers force the model to see the shape. ``max_shift`` translates the image by up to
     this many pixels (edge pixels repeated), a second augmentation besides flips and quarter turns.
     ``shape_only`` keeps only the "what shape" questions where an image has them.
+    ``keep`` (from :func:`yes_no_balance`) drops each yes/no question with probability one minus
+    its (wording, answer) entry, so that yes and no are equally likely within each wording.
     """
     items = []
     for i in image_ids:
@@ -59,6 +62,8 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
             qa = [(q, a) for q, a in qa if question_type(a) != "yes/no"] or qa
         if shape_only:
             qa = [(q, a) for q, a in qa if question_type(a) == "shape"] or qa
+        if keep:
+            qa = [(q, a) for q, a in qa if rng.random() < keep.get((yes_no_wording(q), a), 1.0)] or qa
         rng.shuffle(qa)
         if shape_first:
             qa.sort(key=lambda x: question_type(x[1]) != "shape")  # stable: the rest stays shuffled
@@ -98,6 +103,27 @@ def question_type(answer: str) -> str:
     return "yes/no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "color"
 
 
+def yes_no_wording(question: str) -> str:
+    """What a yes/no question asks about, "colour" or "shape", and whether it is negated
+    ("is there not a ...", "is no ... present"): "colour plain", "shape negated", ..."""
+    words = question.rstrip("?").split()
+    negated = "not" in words or "no" in words
+    return f"{'shape' if any(s in words for s in SHAPES) else 'colour'} {'negated' if negated else 'plain'}"
+
+
+def yes_no_balance(data: EasyVQA) -> dict[tuple[str, str], float]:
+    """Keep probabilities {(wording, answer): p} that make yes and no equally frequent within each
+    wording of ``data``'s yes/no questions: the minority answer keeps all, the majority the ratio.
+    easy-vqa asks "does the image contain a green shape?" of images with other colours 88% of the
+    time, so without this the wording alone predicts the answer and the image is never looked at."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"yes": 0, "no": 0})
+    for _, q, a in data.questions:
+        if question_type(a) == "yes/no":
+            counts[yes_no_wording(q)][a] += 1
+    return {(w, a): (min(c.values()) / n if min(c.values()) else 1.0)
+            for w, c in counts.items() for a, n in c.items() if n}
+
+
 @torch.no_grad()
 def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, limit: int | None = None,
                          batch_size: int = 256, by_type: dict | None = None) -> float:
@@ -125,4 +151,5 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "question_type", "training_batch"]
+__all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "question_type", "training_batch",
+           "yes_no_balance", "yes_no_wording"]

@@ -22,7 +22,7 @@ from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
 from ..model.model import MMModel
 from ..model.optim import OptimSection, make_optimizer, wsd_scheduler
-from .easyvqa_data import EasyVQA, easyvqa_tokenizer, first_token_accuracy, training_batch
+from .easyvqa_data import EasyVQA, easyvqa_tokenizer, first_token_accuracy, training_batch, yes_no_balance
 
 
 @dataclass
@@ -63,6 +63,9 @@ class DataSection:
     the stem learns slowest, and in the full mix shape accuracy sits near 0.45 for thousands of steps."""
     curriculum_steps: int = 600
     """The next steps train on direct shape/colour questions only (grounding before yes/no)."""
+    balance_yes_no: bool = False
+    """Drop majority answers of yes/no questions so that yes and no are equally likely within each
+    wording (colour/shape, negated or not); otherwise the wording alone predicts colour yes/no answers."""
 
 
 @dataclass
@@ -164,6 +167,7 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
     opt = make_optimizer(dict(model.named_parameters()), r.optim)
     schedule = wsd_scheduler(opt, t.steps, r.optim)
+    keep = yes_no_balance(train) if r.data.balance_yes_no else None
     order: list[int] = []
     history, t0, tokens = [], time.time(), 0
     for step in range(t.steps):
@@ -174,7 +178,8 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
         shape_phase = step < r.data.shape_steps
         b = training_batch(train, ids, tokenizer, tpt, 1 if shape_phase else r.data.max_turns, rng, r.data.augment,
                            direct_only=step < r.data.shape_steps + r.data.curriculum_steps,
-                           shape_first=r.data.shape_first, max_shift=r.data.max_shift, shape_only=shape_phase)
+                           shape_first=r.data.shape_first, max_shift=r.data.max_shift, shape_only=shape_phase,
+                           keep=keep)
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
         lr = schedule.get_last_lr()[0]
