@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mmmamba_cli.errors import UserError
-from mmmamba_cli.teacher.easyvqa_data import question_type, shift, training_batch, yes_no_balance, yes_no_wording
+from mmmamba_cli.teacher.easyvqa_data import (image_attributes, image_word_targets, question_type, shift, training_batch,
+                                               yes_no_balance, yes_no_wording)
 from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, load_teacher_recipe
 
 torch.set_num_threads(1)  # the CPU is shared: more threads are much slower here
@@ -147,6 +148,54 @@ def test_yes_no_balance_makes_yes_and_no_equally_likely_within_each_wording(monk
     seen.clear()
     training_batch(data, list(range(60)), _TOK, 4, 3, random.Random(0), augment=False)
     assert sum(len(c) for c in seen) == 60 * 3 * 2  # without ``keep`` nothing is dropped
+
+
+COLOURS = {"red", "blue", "green"}
+
+
+def test_image_attributes_come_from_direct_answers_else_from_yes_no_answers_that_name_them():
+    assert image_attributes([("what color is the shape?", "red"), ("what shape is present?", "circle")],
+                            COLOURS) == ("red", "circle")
+    assert image_attributes([("is there a blue shape?", "yes"), ("is no triangle present?", "no")],
+                            COLOURS) == ("blue", "triangle")
+    # "no" to a plain question and "yes" to a negated one only say what the image lacks
+    assert image_attributes([("is there a blue shape?", "no"), ("is there not a circle?", "yes")],
+                            COLOURS) == (None, None)
+    assert image_attributes([("is there not a red shape?", "no"), ("what color is the circle?", "green")],
+                            COLOURS) == ("green", None)  # the direct answer wins
+
+
+class _WordTok:
+    ids = {"red": 7, "circle": 8}
+
+    def convert_tokens_to_ids(self, w):
+        return self.ids[w]
+
+
+def test_image_word_targets_label_image_tokens_alternately_with_colour_and_shape():
+    IMG = 5
+    ids = torch.tensor([[1, 5, 5, 5, 5, 2, 3], [1, 5, 5, 5, 5, 2, 0]])
+    t = image_word_targets(ids, [("red", "circle"), (None, "circle")], _WordTok(), IMG)
+    assert t.tolist() == [[-100, 7, 8, 7, 8, -100, -100], [-100, -100, 8, -100, 8, -100, -100]]
+
+
+def test_tie_embeddings_shares_one_table_for_input_and_output():
+    from mmmamba_cli.model.model import MMModel
+    from mmmamba_cli.teacher.train import teacher_config
+
+    tok = type("T", (), {"__len__": lambda self: 50, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+                         "convert_tokens_to_ids": lambda self, t: 49})()
+    small = load_teacher_recipe("teacher-easyvqa", ["model.hidden_size=32", "model.num_heads=2", "model.num_kv_heads=1",
+                                                    "model.num_embed_layers=1", "model.num_llm_layers=1"]).model
+    for tie in (True, False):
+        small.tie_embeddings = tie
+        m = MMModel(teacher_config(small, tok))
+        assert (m.lm_head.weight is m.embed.embed_tokens.weight) == tie
+
+
+def test_image_word_loss_must_not_be_negative():
+    with pytest.raises(UserError, match="data.image_word_loss"):
+        load_teacher_recipe("teacher-easyvqa", ["data.image_word_loss=-1"])
 
 
 def test_teacher_training_does_not_import_distillation():

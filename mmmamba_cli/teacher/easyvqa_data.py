@@ -38,6 +38,8 @@ class EasyVQA:
         self.qa = [by_image[p] for p in self.paths]
         self.pixels = load_images(self.paths, vision)
         self.questions = [(i, q, a) for i, qa in enumerate(self.qa) for q, a in qa]
+        colours = {a for _, _, a in self.questions if question_type(a) == "color"}
+        self.attributes = [image_attributes(qa, colours) for qa in self.qa]
 
 
 def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
@@ -103,6 +105,36 @@ def question_type(answer: str) -> str:
     return "yes/no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "color"
 
 
+def image_attributes(qa: list[tuple[str, str]], colours: set[str]) -> tuple[str | None, str | None]:
+    """(colour, shape) of one image as its questions tell them: a direct answer, else a yes/no
+    answer that names it ("is there a red shape? yes", "is no circle present? no"); None if untold."""
+    found: dict[str, str] = {}
+    for q, a in sorted(qa, key=lambda x: question_type(x[1]) == "yes/no"):  # direct answers first
+        kind = question_type(a)
+        if kind != "yes/no":
+            found.setdefault(kind, a)
+            continue
+        words = q.rstrip("?").split()
+        if (a == "yes") == ("not" in words or "no" in words):
+            continue  # says what the image lacks
+        for w in words:
+            if w in colours or w in SHAPES:
+                found.setdefault("shape" if w in SHAPES else "color", w)
+    return found.get("color"), found.get("shape")
+
+
+def image_word_targets(input_ids: torch.Tensor, attributes: list, tokenizer, image_token_id: int) -> torch.Tensor:
+    """(b, L) targets for an auxiliary loss on the image tokens: image token k of row r is labelled with
+    the row's colour word (even k) or shape word (odd k); -100 elsewhere or where the word is unknown."""
+    out = torch.full_like(input_ids, -100)
+    for r, words in enumerate(attributes):
+        pos = (input_ids[r] == image_token_id).nonzero().flatten()
+        for k, w in enumerate(words):
+            if w is not None:
+                out[r, pos[k::2]] = tokenizer.convert_tokens_to_ids(w)
+    return out
+
+
 def yes_no_wording(question: str) -> str:
     """What a yes/no question asks about, "colour" or "shape", and whether it is negated
     ("is there not a ...", "is no ... present"): "colour plain", "shape negated", ..."""
@@ -151,5 +183,6 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "question_type", "training_batch",
+__all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
+           "question_type", "training_batch",
            "yes_no_balance", "yes_no_wording"]

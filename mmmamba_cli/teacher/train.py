@@ -22,7 +22,8 @@ from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
 from ..model.model import MMModel
 from ..model.optim import OptimSection, make_optimizer, wsd_scheduler
-from .easyvqa_data import EasyVQA, easyvqa_tokenizer, first_token_accuracy, training_batch, yes_no_balance
+from .easyvqa_data import (EasyVQA, easyvqa_tokenizer, first_token_accuracy, image_word_targets, training_batch,
+                           yes_no_balance)
 
 
 @dataclass
@@ -41,6 +42,8 @@ class ModelSection:
     downsample_ratio: float = 0.25
     """Pixel shuffle: 64/4 = 16x16 patches -> 4x4 = 16 image tokens at 0.25 (64 at 0.5)."""
     rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+    """One table for input and output token embeddings."""
     stem_init: str = "normal"
     """Vision stem matrices: "normal" (N(0, 0.02) like every other matrix) or "fan_in" (N(0, 1/fan_in):
     unit-scale image features from the start)."""
@@ -63,6 +66,9 @@ class DataSection:
     the stem learns slowest, and in the full mix shape accuracy sits near 0.45 for thousands of steps."""
     curriculum_steps: int = 600
     """The next steps train on direct shape/colour questions only (grounding before yes/no)."""
+    image_word_loss: float = 0.0
+    """Weight of an auxiliary loss that has every image token predict the image's colour or shape word
+    (alternately): the image tokens then carry the very words a yes/no question names. 0: off."""
     balance_yes_no: bool = False
     """Drop majority answers of yes/no questions so that yes and no are equally likely within each
     wording (colour/shape, negated or not); otherwise the wording alone predicts colour yes/no answers."""
@@ -107,7 +113,7 @@ class TeacherRecipe:
             e.append(f"model.patch_size {m.patch_size} does not divide model.image_size {m.image_size}")
         e += [f"{k} must be >= 0, got {v}" for k, v in {
             "data.max_shift": self.data.max_shift, "data.shape_steps": self.data.shape_steps,
-            "data.curriculum_steps": self.data.curriculum_steps,
+            "data.curriculum_steps": self.data.curriculum_steps, "data.image_word_loss": self.data.image_word_loss,
             "train.eval_every": t.eval_every, "train.threads": t.threads}.items() if v < 0]
         return e
 
@@ -139,7 +145,8 @@ def teacher_config(r: ModelSection, tokenizer) -> ModelConfig:
                        num_llm_layers=r.num_llm_layers, embed_layer=shape, llm_layer=shape, vision=vision,
                        img_context_token_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, template="internlm2-chat")
+                       pad_token_id=tokenizer.pad_token_id, template="internlm2-chat",
+                       tie_word_embeddings=r.tie_embeddings)
 
 
 
@@ -182,6 +189,11 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
                            keep=keep)
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
+        if r.data.image_word_loss:
+            aux = image_word_targets(b["input_ids"], [train.attributes[i] for i in ids], tokenizer,
+                                     config.img_context_token_id)
+            loss = loss + r.data.image_word_loss * F.cross_entropy(logits.flatten(0, 1), aux.flatten(),
+                                                                    ignore_index=-100)
         lr = schedule.get_last_lr()[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
