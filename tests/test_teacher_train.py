@@ -48,3 +48,15 @@ def test_bad_input_fails_before_training(tmp_path):
     (taken / "keep.txt").write_text("mine")
     code, text = run("train-teacher", "-o", taken, *TINY)
     assert code == 2 and "already exists" in text and (taken / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow  # about 15 s of CPU, like the run above
+def test_tiny_run_with_balanced_yes_no_image_word_loss_and_tied_embeddings(tmp_path):
+    out = tmp_path / "teacher"
+    code, text = run("train-teacher", "-o", out, *TINY, "data.balance_yes_no=true", "data.image_word_loss=0.5",
+                     "model.tie_embeddings=true", "data.max_turns=1")
+    assert code == 0, text
+    model, _ = load_model(out)
+    assert model.lm_head.weight.data_ptr() == model.embed.embed_tokens.weight.data_ptr()
+    recipe = json.loads((out / "train_report.json").read_text())["recipe"]
+    assert recipe["data"]["image_word_loss"] == 0.5 and recipe["data"]["balance_yes_no"] is True
