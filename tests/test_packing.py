@@ -67,7 +67,7 @@ def token_losses(model, batch):
 
 def close(got, want, tol=1e-5) -> bool:
     """Equal up to rounding: within ``tol`` relative to the tensor's scale (at least 1)."""
-    return bool((got - want).abs().max() <= tol * max(1.0, float(want.abs().max())))
+    return bool((got - want).abs().max() <= tol * max(1.0, float(want.detach().abs().max())))
 
 
 def grads(model):
@@ -171,7 +171,7 @@ def test_distillation_terms_and_token_counts_are_the_same_packed(objective):
     for batch in (collate(items, 0), pack(items, 0, 64)):
         terms = module(batch, obj.targets(teacher, batch, student))
         counts = {k: int(m.sum()) for k, m in obj.masks(batch, loss).items()}
-        results.append(({k: float(v) for k, v in terms.items()}, counts))
+        results.append(({k: float(v.detach()) for k, v in terms.items()}, counts))
     (plain, n_plain), (packed, n_packed) = results
     assert n_plain == n_packed
     assert plain.keys() == packed.keys()
