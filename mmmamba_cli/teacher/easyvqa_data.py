@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from functools import cached_property
 
 import torch
 
@@ -38,8 +39,12 @@ class EasyVQA:
         self.qa = [by_image[p] for p in self.paths]
         self.pixels = load_images(self.paths, vision)
         self.questions = [(i, q, a) for i, qa in enumerate(self.qa) for q, a in qa]
+
+    @cached_property
+    def attributes(self) -> list[tuple[str | None, str | None]]:
+        """(colour, shape) per image, from its questions (:func:`image_attributes`)."""
         colours = {a for _, _, a in self.questions if question_type(a) == "color"}
-        self.attributes = [image_attributes(qa, colours) for qa in self.qa]
+        return [image_attributes(qa, colours) for qa in self.qa]
 
 
 def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_tile: int, max_turns: int,
@@ -114,10 +119,9 @@ def image_attributes(qa: list[tuple[str, str]], colours: set[str]) -> tuple[str 
         if kind != "yes/no":
             found.setdefault(kind, a)
             continue
-        words = q.rstrip("?").split()
-        if (a == "yes") == ("not" in words or "no" in words):
+        if (a == "yes") == negated(q):
             continue  # says what the image lacks
-        for w in words:
+        for w in q.rstrip("?").split():
             if w in colours or w in SHAPES:
                 found.setdefault("shape" if w in SHAPES else "color", w)
     return found.get("color"), found.get("shape")
@@ -135,12 +139,17 @@ def image_word_targets(input_ids: torch.Tensor, attributes: list, tokenizer, ima
     return out
 
 
-def yes_no_wording(question: str) -> str:
-    """What a yes/no question asks about, "colour" or "shape", and whether it is negated
-    ("is there not a ...", "is no ... present"): "colour plain", "shape negated", ..."""
+def negated(question: str) -> bool:
+    """Whether a yes/no question asks about absence ("is there not a ...", "is no ... present")."""
     words = question.rstrip("?").split()
-    negated = "not" in words or "no" in words
-    return f"{'shape' if any(s in words for s in SHAPES) else 'colour'} {'negated' if negated else 'plain'}"
+    return "not" in words or "no" in words
+
+
+def yes_no_wording(question: str) -> str:
+    """What a yes/no question asks about, "colour" or "shape", and whether it is negated:
+    "colour plain", "shape negated", ..."""
+    words = question.rstrip("?").split()
+    return f"{'shape' if any(s in words for s in SHAPES) else 'colour'} {'negated' if negated(question) else 'plain'}"
 
 
 def yes_no_balance(data: EasyVQA) -> dict[tuple[str, str], float]:
@@ -184,5 +193,4 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
 
 
 __all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
-           "question_type", "training_batch",
-           "yes_no_balance", "yes_no_wording"]
+           "negated", "question_type", "training_batch", "yes_no_balance", "yes_no_wording"]
