@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mmmamba_cli.errors import UserError
-from mmmamba_cli.teacher.easyvqa_data import (image_attributes, image_word_targets, question_type, shift, training_batch,
+from mmmamba_cli.teacher.easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, comparison_batch, comparison_pools,
+                                               image_attributes, image_word_targets, question_type, shift, training_batch,
                                                yes_no_balance, yes_no_wording)
 from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, load_teacher_recipe
 
@@ -193,9 +194,74 @@ def test_tie_embeddings_shares_one_table_for_input_and_output():
         assert (m.lm_head.weight is m.embed.embed_tokens.weight) == tie
 
 
-def test_image_word_loss_must_not_be_negative():
+def test_image_word_loss_and_compare_steps_must_not_be_negative():
     with pytest.raises(UserError, match="data.image_word_loss"):
         load_teacher_recipe("teacher-easyvqa", ["data.image_word_loss=-1"])
+    with pytest.raises(UserError, match="data.compare_steps"):
+        load_teacher_recipe("teacher-easyvqa", ["data.compare_steps=-5"])
+
+
+def _pairs(seen: list[list[dict]]) -> list[tuple[str, str]]:
+    """(question, answer) of every one-question conversation, the image placeholder checked and dropped."""
+    assert all(len(conv) == 2 and conv[0]["value"].startswith("<image>\n") for conv in seen)
+    return [(conv[0]["value"].removeprefix("<image>\n"), conv[1]["value"]) for conv in seen]
+
+
+def test_comparison_batch_draws_wordings_and_answers_uniformly(monkeypatch):
+    import mmmamba_cli.teacher.easyvqa_data as m
+
+    data = _Skewed()  # colour plain answered "no" 9 times in 10, shape negated "yes" 3 in 4
+    pools = comparison_pools(data)
+    assert len(pools["direct"]) == 60 and len(pools[("colour plain", "no")]) == 54
+    seen = []
+    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
+                        {"input_ids": [1, 2], "labels": [-100, 2]})
+    monkeypatch.setattr(m, "collate", lambda items, pad: items)
+    rng = random.Random(0)
+    items = comparison_batch(data, pools, 2000, _TOK, 4, rng, ALL_WORDINGS, direct_frac=0.25, augment=False)
+    assert len(items) == 2000 and all(it["pixel_values"].shape == (1, 3, 8, 8) for it in items)
+    pairs = _pairs(seen)
+    assert sum(question_type(a) != "yes/no" for _, a in pairs) == 500
+    counts: dict = {}
+    for q, a in pairs:
+        if question_type(a) == "yes/no":
+            counts[(yes_no_wording(q), a)] = counts.get((yes_no_wording(q), a), 0) + 1
+    assert set(counts) == {(w, a) for w in ("colour plain", "shape negated") for a in ("yes", "no")}
+    for n in counts.values():  # 1,500 yes/no questions over 2 wordings x 2 answers
+        assert 300 < n < 450, counts
+    seen.clear()
+    comparison_batch(data, pools, 400, _TOK, 4, rng, PLAIN_WORDINGS, direct_frac=0.0, augment=False)
+    assert {yes_no_wording(q) for q, _ in _pairs(seen)} == {"colour plain"}  # the negated wording left out
+
+
+def test_training_phases_run_in_order(monkeypatch):
+    """shape questions, direct questions, comparison (plain wordings, then all), then the full mix."""
+    import mmmamba_cli.teacher.easyvqa_data as m
+    from mmmamba_cli.teacher.train import _batch
+
+    d = load_teacher_recipe("teacher-easyvqa", ["data.shape_steps=2", "data.curriculum_steps=2",
+                                                "data.compare_steps=4", "data.max_turns=3"]).data
+    data = _Skewed()
+    pools = comparison_pools(data)
+    seen = []
+    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
+                        {"input_ids": [1, 2], "labels": [-100, 2]})
+    monkeypatch.setattr(m, "collate", lambda items, pad: items)
+    rng = random.Random(0)
+    by_step = []
+    for step in range(10):
+        seen.clear()
+        _batch(d, step, data, pools, list(range(60)), _TOK, 4, rng, None)
+        by_step.append([(c[0::2], c[1::2]) for c in seen])
+    kinds = lambda convs: {question_type(g["value"]) for _, gs in convs for g in gs}
+    wordings = lambda convs: {yes_no_wording(h["value"]) for hs, gs in convs for h, g in zip(hs, gs)
+                              if question_type(g["value"]) == "yes/no"}
+    assert all(kinds(by_step[s]) == {"shape"} for s in (0, 1))
+    assert all("yes/no" not in kinds(by_step[s]) for s in (2, 3))
+    assert all(len(hs) == 1 for s in range(8) for hs, _ in by_step[s])  # one question per conversation
+    assert all(wordings(by_step[s]) == {"colour plain"} for s in (4, 5))
+    assert wordings(by_step[6]) | wordings(by_step[7]) == {"colour plain", "shape negated"}
+    assert all(len(hs) == 3 for s in (8, 9) for hs, _ in by_step[s])  # the full mix: several turns
 
 
 def test_teacher_training_does_not_import_distillation():

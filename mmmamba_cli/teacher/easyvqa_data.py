@@ -74,19 +74,59 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
         rng.shuffle(qa)
         if shape_first:
             qa.sort(key=lambda x: question_type(x[1]) != "shape")  # stable: the rest stays shuffled
-        conv = []
-        for k, (q, a) in enumerate(qa[:max_turns]):
-            conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
-        enc = encode_conversation(tokenizer, conv, [1], tokens_per_tile)
-        px = data.pixels[i:i + 1]
-        if augment:  # shapes and colours are invariant under flips and quarter turns
-            if rng.random() < 0.5:
-                px = px.flip(-1)
-            px = torch.rot90(px, rng.randrange(4), dims=(-2, -1))
-        if max_shift:
-            px = shift(px, rng.randint(-max_shift, max_shift), rng.randint(-max_shift, max_shift))
-        items.append({"input_ids": enc["input_ids"], "labels": enc["labels"], "pixel_values": px})
+        items.append(_item(data, i, qa[:max_turns], tokenizer, tokens_per_tile, rng, augment, max_shift))
     return collate(items, tokenizer.pad_token_id)
+
+
+def _item(data, i: int, qa: list[tuple[str, str]], tokenizer, tokens_per_tile: int, rng: random.Random,
+          augment: bool, max_shift: int) -> dict:
+    """Image ``i`` and the turns ``qa`` as one encoded, augmented training conversation."""
+    conv = []
+    for k, (q, a) in enumerate(qa):
+        conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
+    enc = encode_conversation(tokenizer, conv, [1], tokens_per_tile)
+    px = data.pixels[i:i + 1]
+    if augment:  # shapes and colours are invariant under flips and quarter turns
+        if rng.random() < 0.5:
+            px = px.flip(-1)
+        px = torch.rot90(px, rng.randrange(4), dims=(-2, -1))
+    if max_shift:
+        px = shift(px, rng.randint(-max_shift, max_shift), rng.randint(-max_shift, max_shift))
+    return {"input_ids": enc["input_ids"], "labels": enc["labels"], "pixel_values": px}
+
+
+PLAIN_WORDINGS = ("colour plain", "shape plain")
+ALL_WORDINGS = PLAIN_WORDINGS + ("colour negated", "shape negated")
+
+
+def comparison_pools(data) -> dict:
+    """``data``'s questions for :func:`comparison_batch`: {"direct": [(image, q, a)], (wording, answer):
+    [(image, q, a)], ...} for the "what colour / what shape" questions and each yes/no wording and answer."""
+    pools: dict = defaultdict(list)
+    for i, q, a in data.questions:
+        pools["direct" if question_type(a) != "yes/no" else (yes_no_wording(q), a)].append((i, q, a))
+    return dict(pools)
+
+
+def comparison_batch(data, pools: dict, n: int, tokenizer, tokens_per_tile: int, rng: random.Random,
+                     wordings=ALL_WORDINGS, direct_frac: float = 0.3, augment: bool = True,
+                     max_shift: int = 0) -> dict:
+    """``n`` one-question conversations that can only be answered by comparing a word with the image.
+
+    A fraction ``direct_frac`` are "what colour / what shape" questions (they keep the image grounded);
+    the rest are yes/no questions whose wording (from ``wordings``) and then answer are drawn uniformly,
+    so neither the wording nor the answer's frequency tells the answer: easy-vqa's own mix answers
+    "does the image contain a green shape?" with "no" 88% of the time, a prior a small teacher settles
+    on instead of comparing. ``pools`` comes from :func:`comparison_pools`.
+    """
+    n_direct = round(n * direct_frac)
+    picks = [rng.choice(pools["direct"]) for _ in range(n_direct)]
+    wordings = [w for w in wordings if (w, "yes") in pools and (w, "no") in pools]
+    if not wordings and n > n_direct:
+        raise ValueError("no yes/no wording with both answers in the data")
+    picks += [rng.choice(pools[(rng.choice(wordings), rng.choice(("yes", "no")))]) for _ in range(n - n_direct)]
+    return collate([_item(data, i, [(q, a)], tokenizer, tokens_per_tile, rng, augment, max_shift)
+                    for i, q, a in picks], tokenizer.pad_token_id)
 
 
 def shift(px: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -192,5 +232,5 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["EasyVQA", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
+__all__ = ["ALL_WORDINGS", "EasyVQA", "PLAIN_WORDINGS", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
            "negated", "question_type", "training_batch", "yes_no_balance", "yes_no_wording"]

@@ -22,8 +22,8 @@ from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
 from ..model.model import MMModel
 from ..model.optim import OptimSection, make_optimizer, wsd_scheduler
-from .easyvqa_data import (EasyVQA, easyvqa_tokenizer, first_token_accuracy, image_word_targets, training_batch,
-                           yes_no_balance)
+from .easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, EasyVQA, comparison_batch, comparison_pools, easyvqa_tokenizer,
+                           first_token_accuracy, image_word_targets, training_batch, yes_no_balance)
 
 
 @dataclass
@@ -66,6 +66,13 @@ class DataSection:
     the stem learns slowest, and in the full mix shape accuracy sits near 0.45 for thousands of steps."""
     curriculum_steps: int = 600
     """The next steps train on direct shape/colour questions only (grounding before yes/no)."""
+    compare_steps: int = 0
+    """After the curriculum, steps of single questions that need a word compared with the image (see
+    ``easyvqa_data.comparison_batch``): yes and no equally likely within each yes/no wording, plain
+    wordings ("is there a red shape?") alone in the first half, negated ones ("is there not a red
+    shape?") joining in the second. Without it the teacher answers colour yes/no by the wording's prior."""
+    compare_direct: float = 0.3
+    """Fraction of "what colour / what shape" questions in those steps."""
     image_word_loss: float = 0.0
     """Weight of an auxiliary loss that has every image token predict the image's colour or shape word
     (alternately): the image tokens then carry the very words a yes/no question names. 0: off."""
@@ -114,6 +121,7 @@ class TeacherRecipe:
         e += [f"{k} must be >= 0, got {v}" for k, v in {
             "data.max_shift": self.data.max_shift, "data.shape_steps": self.data.shape_steps,
             "data.curriculum_steps": self.data.curriculum_steps, "data.image_word_loss": self.data.image_word_loss,
+            "data.compare_steps": self.data.compare_steps,
             "train.eval_every": t.eval_every, "train.threads": t.threads}.items() if v < 0]
         return e
 
@@ -151,6 +159,20 @@ def teacher_config(r: ModelSection, tokenizer) -> ModelConfig:
 
 
 
+def _batch(d: DataSection, step: int, train: EasyVQA, pools, ids: list[int], tokenizer, tpt: int,
+           rng: random.Random, keep) -> dict:
+    """The batch of ``step``: shape phase, curriculum, comparison phase, then the full mix."""
+    shape_phase, grounding = step < d.shape_steps, step < d.shape_steps + d.curriculum_steps
+    compare_at = step - d.shape_steps - d.curriculum_steps
+    if not grounding and compare_at < d.compare_steps:
+        wordings = PLAIN_WORDINGS if compare_at < d.compare_steps // 2 else ALL_WORDINGS
+        return comparison_batch(train, pools, len(ids), tokenizer, tpt, rng, wordings, d.compare_direct,
+                                d.augment, d.max_shift)
+    return training_batch(train, ids, tokenizer, tpt, 1 if shape_phase else d.max_turns, rng, d.augment,
+                          direct_only=grounding, shape_first=d.shape_first, max_shift=d.max_shift,
+                          shape_only=shape_phase, keep=keep)
+
+
 def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print,
                   checkpoint: str | Path | None = None) -> dict:
     """Train on the easy-vqa train split, write the model directory ``out``; returns the report
@@ -175,6 +197,7 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     opt = make_optimizer(dict(model.named_parameters()), r.optim)
     schedule = wsd_scheduler(opt, t.steps, r.optim)
     keep = yes_no_balance(train) if r.data.balance_yes_no else None
+    pools = comparison_pools(train) if r.data.compare_steps else None
     order: list[int] = []
     history, t0, tokens = [], time.time(), 0
     for step in range(t.steps):
@@ -182,11 +205,7 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
         if len(order) < t.batch_images:
             order += rng.sample(range(len(train.paths)), len(train.paths))
         ids, order = order[:t.batch_images], order[t.batch_images:]
-        shape_phase = step < r.data.shape_steps
-        b = training_batch(train, ids, tokenizer, tpt, 1 if shape_phase else r.data.max_turns, rng, r.data.augment,
-                           direct_only=step < r.data.shape_steps + r.data.curriculum_steps,
-                           shape_first=r.data.shape_first, max_shift=r.data.max_shift, shape_only=shape_phase,
-                           keep=keep)
+        b = _batch(r.data, step, train, pools, ids, tokenizer, tpt, rng, keep)
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
         if r.data.image_word_loss:
