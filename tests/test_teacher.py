@@ -270,3 +270,24 @@ def test_teacher_training_does_not_import_distillation():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_staged_comparison_adds_one_wording_per_quarter(monkeypatch):
+    import mmmamba_cli.teacher.easyvqa_data as m
+    from mmmamba_cli.teacher.train import _batch
+
+    d = load_teacher_recipe("teacher-easyvqa", ["data.shape_steps=0", "data.curriculum_steps=0",
+                                                "data.compare_steps=8", "data.compare_staged=true"]).data
+    data = _Skewed()  # wordings: colour plain (first in the order) and shape negated (last)
+    pools = comparison_pools(data)
+    seen = []
+    monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
+                        {"input_ids": [1, 2], "labels": [-100, 2]})
+    monkeypatch.setattr(m, "collate", lambda items, pad: items)
+    rng = random.Random(0)
+    found = []
+    for step in range(8):
+        seen.clear()
+        _batch(d, step, data, pools, list(range(60)), _TOK, 4, rng, None)
+        found.append({yes_no_wording(q) for q, a in _pairs(seen) if question_type(a) == "yes/no"})
+    assert all(f == {"colour plain"} for f in found[:6]) and found[6] == found[7] == {"colour plain", "shape negated"}

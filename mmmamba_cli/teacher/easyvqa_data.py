@@ -97,6 +97,7 @@ def _item(data, i: int, qa: list[tuple[str, str]], tokenizer, tokens_per_tile: i
 
 PLAIN_WORDINGS = ("colour plain", "shape plain")
 ALL_WORDINGS = PLAIN_WORDINGS + ("colour negated", "shape negated")
+STAGED_WORDINGS = ("colour plain", "shape plain", "colour negated", "shape negated")
 
 
 def comparison_pools(data) -> dict:
@@ -232,5 +233,5 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["ALL_WORDINGS", "EasyVQA", "PLAIN_WORDINGS", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
+__all__ = ["ALL_WORDINGS", "EasyVQA", "PLAIN_WORDINGS", "STAGED_WORDINGS", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
            "negated", "question_type", "training_batch", "yes_no_balance", "yes_no_wording"]

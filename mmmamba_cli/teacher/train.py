@@ -22,7 +22,7 @@ from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
 from ..model.model import MMModel
 from ..model.optim import OptimSection, make_optimizer, wsd_scheduler
-from .easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, EasyVQA, comparison_batch, comparison_pools, easyvqa_tokenizer,
+from .easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, STAGED_WORDINGS, EasyVQA, comparison_batch, comparison_pools, easyvqa_tokenizer,
                            first_token_accuracy, image_word_targets, training_batch, yes_no_balance)
 
 
@@ -71,6 +71,9 @@ class DataSection:
     ``easyvqa_data.comparison_batch``): yes and no equally likely within each yes/no wording, plain
     wordings ("is there a red shape?") alone in the first half, negated ones ("is there not a red
     shape?") joining in the second. Without it the teacher answers colour yes/no by the wording's prior."""
+    compare_staged: bool = False
+    """Add the wordings one at a time, a quarter of the comparison steps each (colour plain, shape plain,
+    colour negated, shape negated) instead of plain ones for a half and all for the other."""
     compare_direct: float = 0.3
     """Fraction of "what colour / what shape" questions in those steps."""
     image_word_loss: float = 0.0
@@ -165,7 +168,10 @@ def _batch(d: DataSection, step: int, train: EasyVQA, pools, ids: list[int], tok
     shape_phase, grounding = step < d.shape_steps, step < d.shape_steps + d.curriculum_steps
     compare_at = step - d.shape_steps - d.curriculum_steps
     if not grounding and compare_at < d.compare_steps:
-        wordings = PLAIN_WORDINGS if compare_at < d.compare_steps // 2 else ALL_WORDINGS
+        if d.compare_staged:  # one more wording every quarter: colour plain, shape plain, colour negated, ...
+            wordings = STAGED_WORDINGS[:1 + 4 * compare_at // d.compare_steps]
+        else:
+            wordings = PLAIN_WORDINGS if compare_at < d.compare_steps // 2 else ALL_WORDINGS
         return comparison_batch(train, pools, len(ids), tokenizer, tpt, rng, wordings, d.compare_direct,
                                 d.augment, d.max_shift)
     return training_batch(train, ids, tokenizer, tpt, 1 if shape_phase else d.max_turns, rng, d.augment,
