@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmmamba_cli.errors import UserError
-from mmmamba_cli.teacher.easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, comparison_batch, comparison_pools,
+from mmmamba_cli.teacher.easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, attribute_targets, comparison_batch, comparison_pools,
                                                image_attributes, image_word_targets, question_type, shift, training_batch,
                                                yes_no_balance, yes_no_wording)
 from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, load_teacher_recipe
@@ -187,7 +187,7 @@ def test_tie_embeddings_shares_one_table_for_input_and_output():
     tok = type("T", (), {"__len__": lambda self: 50, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
                          "convert_tokens_to_ids": lambda self, t: 49})()
     small = load_teacher_recipe("teacher-easyvqa", ["model.hidden_size=32", "model.num_heads=2", "model.num_kv_heads=1",
-                                                    "model.num_embed_layers=1", "model.num_llm_layers=1"]).model
+                                                    "model.num_embed_layers=1", "model.num_llm_layers=1", "data.attribute_layer=-1"]).model
     for tie in (True, False):
         small.tie_embeddings = tie
         m = MMModel(teacher_config(small, tok))
@@ -216,9 +216,11 @@ def test_comparison_batch_draws_wordings_and_answers_uniformly(monkeypatch):
     seen = []
     monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
                         {"input_ids": [1, 2], "labels": [-100, 2]})
-    monkeypatch.setattr(m, "collate", lambda items, pad: items)
+    monkeypatch.setattr(m, "collate", lambda items, pad: {"items": items})
     rng = random.Random(0)
-    items = comparison_batch(data, pools, 2000, _TOK, 4, rng, ALL_WORDINGS, direct_frac=0.25, augment=False)
+    batch = comparison_batch(data, pools, 2000, _TOK, 4, rng, ALL_WORDINGS, direct_frac=0.25, augment=False)
+    items = batch["items"]
+    assert [data.qa[i] for i in batch["image_ids"]] == [data.qa[i] for i in batch["image_ids"]] and len(batch["image_ids"]) == 2000
     assert len(items) == 2000 and all(it["pixel_values"].shape == (1, 3, 8, 8) for it in items)
     pairs = _pairs(seen)
     assert sum(question_type(a) != "yes/no" for _, a in pairs) == 500
@@ -246,7 +248,7 @@ def test_training_phases_run_in_order(monkeypatch):
     seen = []
     monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
                         {"input_ids": [1, 2], "labels": [-100, 2]})
-    monkeypatch.setattr(m, "collate", lambda items, pad: items)
+    monkeypatch.setattr(m, "collate", lambda items, pad: {"items": items})
     rng = random.Random(0)
     by_step = []
     for step in range(10):
@@ -283,7 +285,7 @@ def test_staged_comparison_adds_one_wording_per_quarter(monkeypatch):
     seen = []
     monkeypatch.setattr(m, "encode_conversation", lambda tok, conv, tiles, tpt: seen.append(conv) or
                         {"input_ids": [1, 2], "labels": [-100, 2]})
-    monkeypatch.setattr(m, "collate", lambda items, pad: items)
+    monkeypatch.setattr(m, "collate", lambda items, pad: {"items": items})
     rng = random.Random(0)
     found = []
     for step in range(8):
@@ -291,3 +293,87 @@ def test_staged_comparison_adds_one_wording_per_quarter(monkeypatch):
         _batch(d, step, data, pools, list(range(60)), _TOK, 4, rng, None)
         found.append({yes_no_wording(q) for q, a in _pairs(seen) if question_type(a) == "yes/no"})
     assert all(f == {"colour plain"} for f in found[:6]) and found[6] == found[7] == {"colour plain", "shape negated"}
+
+
+def test_comparison_batch_names_the_image_of_every_row():
+    from mmmamba_cli.teacher.easyvqa_data import easyvqa_tokenizer
+
+    data, tok = _Skewed(), easyvqa_tokenizer()
+    data.pixels = torch.arange(60.0)[:, None, None, None].expand(60, 3, 8, 8).clone()  # image i is all i
+    b = comparison_batch(data, comparison_pools(data), 16, tok, 4, random.Random(1), ALL_WORDINGS, augment=False)
+    assert b["pixel_values"][:, 0, 0, 0].long().tolist() == b["image_ids"]
+
+
+def test_attribute_targets_name_the_asked_word_and_the_image_at_each_answer_position():
+    from mmmamba_cli.data import encode_conversation
+    from mmmamba_cli.teacher.easyvqa_data import easyvqa_tokenizer
+
+    tok = easyvqa_tokenizer()
+    convs = [[("what color is the shape?", "green"), ("is there a red shape?", "no"), ("is no circle present?", "yes")],
+             [("does the image contain a triangle?", "yes")]]
+    rows = []
+    for turns in convs:
+        conv = []
+        for k, (q, a) in enumerate(turns):
+            conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
+        rows.append(encode_conversation(tok, conv, [1], 4))
+    L = max(len(r["input_ids"]) for r in rows)
+    ids = torch.tensor([r["input_ids"] + [0] * (L - len(r["input_ids"])) for r in rows])
+    labels = torch.tensor([r["labels"] + [-100] * (L - len(r["labels"])) for r in rows])
+    t = attribute_targets(ids, labels, [("green", "rectangle"), (None, "triangle")], tok)
+    v = tok.get_vocab()
+    # the answer words sit where labels are set and are one of the easy-vqa answers
+    answer_at = [[p for p in range(L) if int(labels[r, p]) in {v[a] for _, a in convs[r]}] for r in range(2)]
+    assert [len(a) for a in answer_at] == [3, 1]
+    want_named = [[-100, v["red"], v["circle"]], [v["triangle"]]]
+    for r in range(2):
+        at = [p - 1 for p in answer_at[r]]  # the position that predicts the answer
+        assert t[0, r, at].tolist() == want_named[r]
+        assert t[1, r, at].tolist() == [v["green"] if r == 0 else -100] * len(at)
+        assert t[2, r, at].tolist() == [v["rectangle" if r == 0 else "triangle"]] * len(at)
+        others = [p for p in range(L) if p not in at]
+        assert (t[:, r, others] == -100).all()
+
+
+def test_attribute_heads_read_the_named_layer_and_learn_on_their_own():
+    from mmmamba_cli.model.init import init_weights
+    from mmmamba_cli.model.model import MMModel
+    from mmmamba_cli.teacher.train import AttributeHeads, teacher_config
+
+    tok = type("T", (), {"__len__": lambda self: 20, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+                         "convert_tokens_to_ids": lambda self, t: 19})()
+    small = load_teacher_recipe("teacher-easyvqa", ["model.hidden_size=32", "model.num_heads=2", "model.num_kv_heads=1",
+                                                    "model.num_embed_layers=1", "model.num_llm_layers=2"]).model
+    model = MMModel(teacher_config(small, tok))
+    init_weights(model, 0)
+    probes = AttributeHeads(model, 1)
+    seen = {}
+    model.layers[1].register_forward_hook(lambda mod, i, o: seen.__setitem__("h", o))
+    ids = torch.randint(3, 19, (2, 6))
+    model(ids)
+    assert probes.hidden is seen["h"] and probes.hidden.shape == (2, 6, 32)
+    assert not any(k.startswith("heads") for k in model.state_dict())  # not part of the saved model
+    targets = torch.full((3, 2, 6), -100)
+    targets[0, :, 2], targets[1, :, 4], targets[2, 1, 5] = 7, 9, 11
+    opt = torch.optim.Adam(probes.parameters(), lr=0.05)
+    first = None
+    for _ in range(30):
+        model(ids)
+        loss = probes.loss(targets)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 3 * 2.5 and loss.item() < 0.2 * first  # three heads at ~log(20) each, then learnt
+
+
+def test_attribute_options_are_checked():
+    with pytest.raises(UserError, match="data.attribute_loss"):
+        load_teacher_recipe("teacher-easyvqa", ["data.attribute_loss=-0.5"])
+    with pytest.raises(UserError, match="data.attribute_layer must name one of the 8 decoder layers"):
+        load_teacher_recipe("teacher-easyvqa", ["data.attribute_layer=-9"])
+    assert load_teacher_recipe("teacher-easyvqa", ["data.attribute_layer=7"]).data.attribute_layer == 7
+    small = ["model.num_embed_layers=1", "model.num_llm_layers=1"]
+    with pytest.raises(UserError, match="data.attribute_layer"):
+        load_teacher_recipe("teacher-easyvqa", small)  # -3 is not a layer of 2
+    load_teacher_recipe("teacher-easyvqa", small + ["data.attribute_loss=0"])  # unused: not checked

@@ -14,7 +14,7 @@ from mmmamba_cli.io.load import load_model
 torch.set_num_threads(1)
 runner = CliRunner()
 TINY = ["train.steps=2", "model.hidden_size=32", "model.num_heads=2", "model.num_kv_heads=1",
-        "model.intermediate_size=64", "model.num_embed_layers=1", "model.num_llm_layers=1", "train.batch_images=2",
+        "model.intermediate_size=64", "model.num_embed_layers=1", "model.num_llm_layers=1", "data.attribute_layer=-1", "train.batch_images=2",
         "train.eval_every=1000", "train.threads=1"]
 
 

@@ -51,7 +51,7 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
                    rng: random.Random, augment: bool = True, direct_only: bool = False,
                    shape_first: bool = False, max_shift: int = 0, shape_only: bool = False,
                    keep: dict | None = None) -> dict:
-    """A right-padded batch; ``direct_only`` keeps only "what shape/colour" questions where an
+    """A right-padded batch (plus ``image_ids``, the rows' images); ``direct_only`` keeps only "what shape/colour" questions where an
     image has them (a curriculum: grounding first, then the compositional yes/no questions).
 
     ``shape_first`` opens the conversation with a "what shape" question when the image has one:
@@ -75,7 +75,7 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
         if shape_first:
             qa.sort(key=lambda x: question_type(x[1]) != "shape")  # stable: the rest stays shuffled
         items.append(_item(data, i, qa[:max_turns], tokenizer, tokens_per_tile, rng, augment, max_shift))
-    return collate(items, tokenizer.pad_token_id)
+    return {**collate(items, tokenizer.pad_token_id), "image_ids": list(image_ids)}
 
 
 def _item(data, i: int, qa: list[tuple[str, str]], tokenizer, tokens_per_tile: int, rng: random.Random,
@@ -118,7 +118,8 @@ def comparison_batch(data, pools: dict, n: int, tokenizer, tokens_per_tile: int,
     the rest are yes/no questions whose wording (from ``wordings``) and then answer are drawn uniformly,
     so neither the wording nor the answer's frequency tells the answer: easy-vqa's own mix answers
     "does the image contain a green shape?" with "no" 88% of the time, a prior a small teacher settles
-    on instead of comparing. ``pools`` comes from :func:`comparison_pools`.
+    on instead of comparing. ``pools`` comes from :func:`comparison_pools`. The batch's
+    ``image_ids`` name each row's image.
     """
     n_direct = round(n * direct_frac)
     picks = [rng.choice(pools["direct"]) for _ in range(n_direct)]
@@ -126,8 +127,8 @@ def comparison_batch(data, pools: dict, n: int, tokenizer, tokens_per_tile: int,
     if not wordings and n > n_direct:
         raise ValueError("no yes/no wording with both answers in the data")
     picks += [rng.choice(pools[(rng.choice(wordings), rng.choice(("yes", "no")))]) for _ in range(n - n_direct)]
-    return collate([_item(data, i, [(q, a)], tokenizer, tokens_per_tile, rng, augment, max_shift)
-                    for i, q, a in picks], tokenizer.pad_token_id)
+    return {**collate([_item(data, i, [(q, a)], tokenizer, tokens_per_tile, rng, augment, max_shift)
+                       for i, q, a in picks], tokenizer.pad_token_id), "image_ids": [i for i, _, _ in picks]}
 
 
 def shift(px: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -145,6 +146,7 @@ def answer_token_ids(tokenizer, answers: list[str]) -> torch.Tensor:
 
 
 SHAPES = ("circle", "rectangle", "triangle")
+COLOURS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
 
 
 def question_type(answer: str) -> str:
@@ -177,6 +179,27 @@ def image_word_targets(input_ids: torch.Tensor, attributes: list, tokenizer, ima
         for k, w in enumerate(words):
             if w is not None:
                 out[r, pos[k::2]] = tokenizer.convert_tokens_to_ids(w)
+    return out
+
+
+def attribute_targets(input_ids: torch.Tensor, labels: torch.Tensor, attributes: list, tokenizer) -> torch.Tensor:
+    """(3, b, L) targets for the auxiliary attribute loss: at every position that predicts an answer
+    word, the colour or shape word its question names (the last one after the turn's ``user`` token;
+    -100 for "what color is the shape?"), the row's image colour and its image shape (-100 where
+    unknown); -100 at every other position. ``attributes`` are the rows' (colour, shape) pairs."""
+    vocab = tokenizer.get_vocab()
+    words = {vocab[w] for w in vocab if w in SHAPES or w in COLOURS}
+    answers = words | {vocab["yes"], vocab["no"]}
+    user = vocab["user"]
+    out = torch.full((3, *input_ids.shape), -100, dtype=torch.long)
+    ids, nxt = input_ids.tolist(), labels[:, 1:].tolist()
+    for r, (row, ahead) in enumerate(zip(ids, nxt)):
+        colour, shape = (vocab[w] if w is not None else -100 for w in attributes[r])
+        named = -100
+        for pos, (t, a) in enumerate(zip(row, ahead)):
+            named = -100 if t == user else t if t in words else named
+            if a in answers:
+                out[:, r, pos] = torch.tensor([named, colour, shape])
     return out
 
 
@@ -233,5 +256,5 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["ALL_WORDINGS", "EasyVQA", "PLAIN_WORDINGS", "STAGED_WORDINGS", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
+__all__ = ["ALL_WORDINGS", "EasyVQA", "attribute_targets", "PLAIN_WORDINGS", "STAGED_WORDINGS", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
            "negated", "question_type", "training_batch", "yes_no_balance", "yes_no_wording"]

@@ -22,8 +22,9 @@ from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
 from ..model.model import MMModel
 from ..model.optim import OptimSection, make_optimizer, wsd_scheduler
-from .easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, STAGED_WORDINGS, EasyVQA, comparison_batch, comparison_pools, easyvqa_tokenizer,
-                           first_token_accuracy, image_word_targets, training_batch, yes_no_balance)
+from .easyvqa_data import (ALL_WORDINGS, PLAIN_WORDINGS, STAGED_WORDINGS, EasyVQA, attribute_targets, comparison_batch,
+                           comparison_pools, easyvqa_tokenizer, first_token_accuracy, image_word_targets, training_batch,
+                           yes_no_balance)
 
 
 @dataclass
@@ -79,6 +80,15 @@ class DataSection:
     image_word_loss: float = 0.0
     """Weight of an auxiliary loss that has every image token predict the image's colour or shape word
     (alternately): the image tokens then carry the very words a yes/no question names. 0: off."""
+    attribute_loss: float = 0.0
+    """Weight of an auxiliary loss on every position that predicts an answer: three linear heads read
+    layer ``attribute_layer``'s output there and predict the colour or shape word the question names,
+    the image's colour and the image's shape. It gives the answer position a first-order reason to
+    gather both sides of a yes/no comparison; without it balanced yes/no stays at chance. The heads
+    are used in training only and are not saved. 0: off."""
+    attribute_layer: int = -3
+    """Decoder layer whose output the attribute heads read: 0-based with the embedding layers first, or
+    negative from the top (-3: the third from the top, leaving two layers to compare)."""
     balance_yes_no: bool = False
     """Drop majority answers of yes/no questions so that yes and no are equally likely within each
     wording (colour/shape, negated or not); otherwise the wording alone predicts colour yes/no answers."""
@@ -124,8 +134,12 @@ class TeacherRecipe:
         e += [f"{k} must be >= 0, got {v}" for k, v in {
             "data.max_shift": self.data.max_shift, "data.shape_steps": self.data.shape_steps,
             "data.curriculum_steps": self.data.curriculum_steps, "data.image_word_loss": self.data.image_word_loss,
-            "data.compare_steps": self.data.compare_steps,
+            "data.compare_steps": self.data.compare_steps, "data.attribute_loss": self.data.attribute_loss,
             "train.eval_every": t.eval_every, "train.threads": t.threads}.items() if v < 0]
+        n = m.num_embed_layers + m.num_llm_layers
+        if self.data.attribute_loss and not -n <= self.data.attribute_layer < n:
+            e.append(f"data.attribute_layer must name one of the {n} decoder layers (0 to {n - 1}, or -1 to -{n} "
+                     f"from the top), got {self.data.attribute_layer}")
         return e
 
 
@@ -179,6 +193,25 @@ def _batch(d: DataSection, step: int, train: EasyVQA, pools, ids: list[int], tok
                           shape_only=shape_phase, keep=keep)
 
 
+class AttributeHeads(torch.nn.Module):
+    """Training-only probes for ``data.attribute_loss``: the named word, the image's colour and shape."""
+
+    def __init__(self, model: MMModel, layer: int):
+        super().__init__()
+        c, v = model.config.hidden_size, model.config.vocab_size
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(c, v) for _ in range(3))
+        self.hidden: torch.Tensor | None = None
+        model.layers[layer].register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self.hidden = output
+
+    def loss(self, targets: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of the three heads on the hidden state of the last forward."""
+        return sum(F.cross_entropy(head(self.hidden).flatten(0, 1), t.flatten(), ignore_index=-100)
+                   for head, t in zip(self.heads, targets) if bool((t != -100).any()))
+
+
 def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=print,
                   checkpoint: str | Path | None = None) -> dict:
     """Train on the easy-vqa train split, write the model directory ``out``; returns the report
@@ -200,7 +233,11 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
         model.load_state_dict(read_state_dir(Path(t.init_from)))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
-    opt = make_optimizer(dict(model.named_parameters()), r.optim)
+    probes = AttributeHeads(model, r.data.attribute_layer) if r.data.attribute_loss else None
+    params = dict(model.named_parameters())
+    if probes is not None:
+        params.update({f"attribute_heads.{k}": v for k, v in probes.named_parameters()})
+    opt = make_optimizer(params, r.optim)
     schedule = wsd_scheduler(opt, t.steps, r.optim)
     keep = yes_no_balance(train) if r.data.balance_yes_no else None
     pools = comparison_pools(train) if r.data.compare_steps else None
@@ -215,15 +252,19 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
         logits = model(b["input_ids"], b["pixel_values"], b["attention_mask"])
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), ignore_index=-100)
         if r.data.image_word_loss:
-            aux = image_word_targets(b["input_ids"], [train.attributes[i] for i in ids], tokenizer,
+            aux = image_word_targets(b["input_ids"], [train.attributes[i] for i in b["image_ids"]], tokenizer,
                                      config.img_context_token_id)
             loss = loss + r.data.image_word_loss * F.cross_entropy(logits.flatten(0, 1), aux.flatten(),
                                                                     ignore_index=-100)
+        if probes is not None:
+            targets = attribute_targets(b["input_ids"], b["labels"], [train.attributes[i] for i in b["image_ids"]],
+                                        tokenizer)
+            loss = loss + r.data.attribute_loss * probes.loss(targets)
         lr = schedule.get_last_lr()[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if r.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), r.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(list(params.values()), r.optim.grad_clip)
         opt.step()
         schedule.step()
         tokens += int(b["attention_mask"].sum())
