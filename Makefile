@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,lmms]"
+	$(BIN)/pip install -q --no-deps "lmms-eval==0.7.3"  # its evaluator only: the full requirements are heavy
 	touch $(STAMP)
 
 test: install

@@ -371,9 +371,17 @@ def test_attribute_options_are_checked():
     with pytest.raises(UserError, match="data.attribute_loss"):
         load_teacher_recipe("teacher-easyvqa", ["data.attribute_loss=-0.5"])
     with pytest.raises(UserError, match="data.attribute_layer must name one of the 8 decoder layers"):
-        load_teacher_recipe("teacher-easyvqa", ["data.attribute_layer=-9"])
-    assert load_teacher_recipe("teacher-easyvqa", ["data.attribute_layer=7"]).data.attribute_layer == 7
+        load_teacher_recipe("teacher-easyvqa-compare", ["data.attribute_layer=-9"])
+    assert load_teacher_recipe("teacher-easyvqa-compare", ["data.attribute_layer=7"]).data.attribute_layer == 7
     small = ["model.num_embed_layers=1", "model.num_llm_layers=1"]
     with pytest.raises(UserError, match="data.attribute_layer"):
-        load_teacher_recipe("teacher-easyvqa", small)  # -3 is not a layer of 2
-    load_teacher_recipe("teacher-easyvqa", small + ["data.attribute_loss=0"])  # unused: not checked
+        load_teacher_recipe("teacher-easyvqa-compare", small)  # -3 is not a layer of 2
+    load_teacher_recipe("teacher-easyvqa-compare", small + ["data.attribute_loss=0"])  # unused: not checked
+
+
+def test_comparison_recipe_continues_a_base_teacher_of_the_same_shape():
+    base, compare = load_teacher_recipe("teacher-easyvqa"), load_teacher_recipe("teacher-easyvqa-compare")
+    assert compare.model == base.model  # init_from loads the base weights: the sizes must agree
+    assert compare.data.attribute_loss > 0 and compare.data.compare_steps > 0
+    assert compare.data.shape_steps == compare.data.curriculum_steps == 0 and compare.train.init_from is None
+    assert base.data.attribute_loss == 0 and base.data.compare_steps == 0

@@ -60,3 +60,19 @@ def test_tiny_run_with_balanced_yes_no_image_word_loss_and_tied_embeddings(tmp_p
     assert model.lm_head.weight.data_ptr() == model.embed.embed_tokens.weight.data_ptr()
     recipe = json.loads((out / "train_report.json").read_text())["recipe"]
     assert recipe["data"]["image_word_loss"] == 0.5 and recipe["data"]["balance_yes_no"] is True
+
+
+@pytest.mark.slow  # about 15 s of CPU
+def test_tiny_comparison_stage_continues_a_teacher_and_saves_no_attribute_heads(tmp_path):
+    base = tmp_path / "base"
+    assert run("train-teacher", "-o", base, *TINY)[0] == 0
+    out = tmp_path / "compared"
+    code, text = run("train-teacher", "--recipe", "teacher-easyvqa-compare", "-o", out, *TINY, "train.steps=4",
+                     "data.compare_steps=3", f"train.init_from={base}")
+    assert code == 0, text
+    from safetensors.torch import load_file
+    before, after = load_file(base / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(before) == set(after)  # the training-only heads are not saved
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    recipe = json.loads((out / "train_report.json").read_text())["recipe"]
+    assert recipe["data"]["attribute_loss"] == 1.0 and recipe["train"]["init_from"] == str(base)
