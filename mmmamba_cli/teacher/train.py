@@ -71,7 +71,8 @@ class DataSection:
     """After the curriculum, steps of single questions that need a word compared with the image (see
     ``easyvqa_data.comparison_batch``): yes and no equally likely within each yes/no wording, plain
     wordings ("is there a red shape?") alone in the first half, negated ones ("is there not a red
-    shape?") joining in the second. Without it the teacher answers colour yes/no by the wording's prior."""
+    shape?") joining in the second. Without it the teacher answers colour yes/no by the wording's prior;
+    with it but without ``attribute_loss`` yes/no stays near chance (benchmarks/results/teacher_easyvqa.md)."""
     compare_staged: bool = False
     """Add the wordings one at a time, a quarter of the comparison steps each (colour plain, shape plain,
     colour negated, shape negated) instead of plain ones for a half and all for the other."""
