@@ -18,6 +18,7 @@ from mmmamba_cli.teacher.train import TeacherRecipe, fan_in_stem, load_teacher_r
 
 torch.set_num_threads(1)  # the CPU is shared: more threads are much slower here
 ROOT = Path(__file__).resolve().parents[1]
+BASE = "train.init_from=runs/teacher-base"  # the comparison recipe needs a base teacher
 
 
 def test_shipped_recipe_loads_and_overrides_apply():
@@ -371,17 +372,41 @@ def test_attribute_options_are_checked():
     with pytest.raises(UserError, match="data.attribute_loss"):
         load_teacher_recipe("teacher-easyvqa", ["data.attribute_loss=-0.5"])
     with pytest.raises(UserError, match="data.attribute_layer must name one of the 8 decoder layers"):
-        load_teacher_recipe("teacher-easyvqa-compare", ["data.attribute_layer=-9"])
-    assert load_teacher_recipe("teacher-easyvqa-compare", ["data.attribute_layer=7"]).data.attribute_layer == 7
-    small = ["model.num_embed_layers=1", "model.num_llm_layers=1"]
+        load_teacher_recipe("teacher-easyvqa-compare", [BASE, "data.attribute_layer=-9"])
+    assert load_teacher_recipe("teacher-easyvqa-compare", [BASE, "data.attribute_layer=7"]).data.attribute_layer == 7
+    small = [BASE, "model.num_embed_layers=1", "model.num_llm_layers=1"]
     with pytest.raises(UserError, match="data.attribute_layer"):
         load_teacher_recipe("teacher-easyvqa-compare", small)  # -3 is not a layer of 2
     load_teacher_recipe("teacher-easyvqa-compare", small + ["data.attribute_loss=0"])  # unused: not checked
 
 
 def test_comparison_recipe_continues_a_base_teacher_of_the_same_shape():
-    base, compare = load_teacher_recipe("teacher-easyvqa"), load_teacher_recipe("teacher-easyvqa-compare")
+    base, compare = load_teacher_recipe("teacher-easyvqa"), load_teacher_recipe("teacher-easyvqa-compare", [BASE])
     assert compare.model == base.model  # init_from loads the base weights: the sizes must agree
     assert compare.data.attribute_loss > 0 and compare.data.compare_steps > 0
-    assert compare.data.shape_steps == compare.data.curriculum_steps == 0 and compare.train.init_from is None
+    assert compare.data.shape_steps == compare.data.curriculum_steps == 0 and compare.train.init_required
     assert base.data.attribute_loss == 0 and base.data.compare_steps == 0
+
+
+def test_comparison_recipe_refuses_to_start_without_a_base_teacher():
+    with pytest.raises(UserError, match="train.init_from is required"):
+        load_teacher_recipe("teacher-easyvqa-compare")
+    assert load_teacher_recipe("teacher-easyvqa-compare", ["train.init_from=some/dir"]).train.init_from == "some/dir"
+
+
+def test_init_from_a_teacher_of_other_sizes_is_one_line_naming_the_tensor():
+    from mmmamba_cli.assets import TEACHER_DIR
+    from mmmamba_cli.model.model import MMModel
+    from mmmamba_cli.teacher.easyvqa_data import easyvqa_tokenizer
+    from mmmamba_cli.teacher.train import load_init, teacher_config
+
+    small = load_teacher_recipe("teacher-easyvqa", ["model.hidden_size=32", "model.num_heads=2",
+                                                    "model.num_kv_heads=1"]).model
+    model = MMModel(teacher_config(small, easyvqa_tokenizer()))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError) as e:
+        load_init(model, TEACHER_DIR)
+    assert "not a teacher of this recipe's sizes" in str(e.value) and "\n" not in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing loaded
+    same = MMModel(teacher_config(load_teacher_recipe("teacher-easyvqa").model, easyvqa_tokenizer()))
+    load_init(same, TEACHER_DIR)  # the shipped teacher fits the recipe it came from

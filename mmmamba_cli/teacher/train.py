@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
+from ..errors import UserError
 from ..io.files import atomic_dir, check_output_dir, read_state_dir
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
@@ -108,6 +109,9 @@ class TrainSection:
     eval_limit: int = 2000
     init_from: Optional[str] = None
     """Continue from this teacher directory's weights (same sizes)."""
+    init_required: bool = False
+    """The recipe continues a trained teacher (teacher-easyvqa-compare.yaml): refuse to start without
+    ``init_from`` rather than train its later phases from random weights."""
 
 
 @dataclass
@@ -137,6 +141,9 @@ class TeacherRecipe:
             "data.curriculum_steps": self.data.curriculum_steps, "data.image_word_loss": self.data.image_word_loss,
             "data.compare_steps": self.data.compare_steps, "data.attribute_loss": self.data.attribute_loss,
             "train.eval_every": t.eval_every, "train.threads": t.threads}.items() if v < 0]
+        if t.init_required and not t.init_from:
+            e.append("train.init_from is required: this recipe continues a trained teacher "
+                     "(train.init_from=DIR, e.g. the output of --recipe teacher-easyvqa)")
         n = m.num_embed_layers + m.num_llm_layers
         if self.data.attribute_loss and not -n <= self.data.attribute_layer < n:
             e.append(f"data.attribute_layer must name one of the {n} decoder layers (0 to {n - 1}, or -1 to -{n} "
@@ -154,6 +161,20 @@ def fan_in_stem(model: MMModel, seed: int) -> None:
     stem = model.embed.vision
     for w in (stem.patch_embedding.weight, stem.proj[0].weight, stem.proj[2].weight):
         w.copy_(torch.randn(w.shape, generator=g) / w[0].numel() ** 0.5)
+
+
+def load_init(model: MMModel, path: Path) -> None:
+    """``model``'s weights from the teacher directory ``path``; a one-line error if its sizes differ."""
+    state, want = read_state_dir(path), model.state_dict()
+    for k, v in want.items():
+        if k not in state or state[k].shape != v.shape:
+            got = "missing" if k not in state else tuple(state[k].shape)
+            raise UserError(f"train.init_from {path}: not a teacher of this recipe's sizes ({k}: {got}, "
+                            f"the recipe's model needs {tuple(v.shape)})")
+    extra = sorted(set(state) - set(want))
+    if extra:
+        raise UserError(f"train.init_from {path}: tensors this recipe's model does not have ({extra[0]}, ...)")
+    model.load_state_dict(state)
 
 
 def load_teacher_recipe(name_or_path: str | None = "teacher-easyvqa", overrides=None) -> TeacherRecipe:
@@ -231,7 +252,7 @@ def train_teacher(r: TeacherRecipe, out: str | Path, force: bool = False, log=pr
     if r.model.stem_init == "fan_in":
         fan_in_stem(model, t.seed)
     if t.init_from:
-        model.load_state_dict(read_state_dir(Path(t.init_from)))
+        load_init(model, Path(t.init_from))
     tpt = config.vision.tokens_per_tile
     train, test = EasyVQA("train", config.vision), EasyVQA("test", config.vision)
     probes = AttributeHeads(model, r.data.attribute_layer) if r.data.attribute_loss else None
