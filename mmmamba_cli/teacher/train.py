@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import IMG_CONTEXT
-from ..errors import UserError
 from ..io.files import atomic_dir, check_output_dir, read_state_dir
+from ..io.load import check_state
 from ..io.save import git_sha, write_model_files
 from ..model.config import LayerShape, ModelConfig, VisionSettings
 from ..model.init import init_weights
@@ -164,16 +164,10 @@ def fan_in_stem(model: MMModel, seed: int) -> None:
 
 
 def load_init(model: MMModel, path: Path) -> None:
-    """``model``'s weights from the teacher directory ``path``; a one-line error if its sizes differ."""
-    state, want = read_state_dir(path), model.state_dict()
-    for k, v in want.items():
-        if k not in state or state[k].shape != v.shape:
-            got = "missing" if k not in state else tuple(state[k].shape)
-            raise UserError(f"train.init_from {path}: not a teacher of this recipe's sizes ({k}: {got}, "
-                            f"the recipe's model needs {tuple(v.shape)})")
-    extra = sorted(set(state) - set(want))
-    if extra:
-        raise UserError(f"train.init_from {path}: tensors this recipe's model does not have ({extra[0]}, ...)")
+    """``model``'s weights from the teacher directory ``path``; one error naming every tensor that
+    is missing, unexpected or of another size."""
+    state = read_state_dir(path)
+    check_state(model, state, f"train.init_from {path}")
     model.load_state_dict(state)
 
 
