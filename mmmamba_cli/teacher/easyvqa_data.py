@@ -51,8 +51,9 @@ def training_batch(data: EasyVQA, image_ids: list[int], tokenizer, tokens_per_ti
                    rng: random.Random, augment: bool = True, direct_only: bool = False,
                    shape_first: bool = False, max_shift: int = 0, shape_only: bool = False,
                    keep: dict | None = None) -> dict:
-    """A right-padded batch (plus ``image_ids``, the rows' images); ``direct_only`` keeps only "what shape/colour" questions where an
-    image has them (a curriculum: grounding first, then the compositional yes/no questions).
+    """A right-padded batch (plus ``image_ids``, the rows' images); ``direct_only`` keeps only "what
+    shape/colour" questions where an image has them (a curriculum: grounding first, then the
+    compositional yes/no questions).
 
     ``shape_first`` opens the conversation with a "what shape" question when the image has one:
     later turns can read the shape off earlier text ("what color is the circle?"), so without it
@@ -256,5 +257,5 @@ def first_token_accuracy(model, data: EasyVQA, tokenizer, tokens_per_tile: int, 
     return correct / len(qs)
 
 
-__all__ = ["ALL_WORDINGS", "EasyVQA", "attribute_targets", "PLAIN_WORDINGS", "STAGED_WORDINGS", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
+__all__ = ["ALL_WORDINGS", "COLOURS", "EasyVQA", "PLAIN_WORDINGS", "SHAPES", "STAGED_WORDINGS", "attribute_targets", "comparison_batch", "comparison_pools", "easyvqa_tokenizer", "first_token_accuracy", "image_attributes", "image_word_targets",
            "negated", "question_type", "training_batch", "yes_no_balance", "yes_no_wording"]
